@@ -1,0 +1,1 @@
+"""maml_iqr: clean a contaminated anomaly-detection training set with MAML + IQR refinement."""
