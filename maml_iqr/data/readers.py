@@ -1,0 +1,204 @@
+"""Readers for the datasets the paper and DifferNet use, and for a user's own folders.
+
+Each returns a `Dataset`: the dataset's own train set and test set as uint8 arrays of one size, with labels,
+masks where the dataset has them, and stable ids (paths relative to the root). `read(config)` dispatches on
+`config.data.name`.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from maml_iqr.data.images import DataError, Dataset, ImageSet, list_images, load_images
+
+MTD_DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven")
+MTD_TRAIN_LIST = "differnet_train_filenames.txt"
+
+
+def _require_dir(path: str, what: str) -> None:
+  if not os.path.isdir(path):
+    raise DataError(f"{path}: folder not found; expected {what}")
+
+
+def _image_set(root: str, paths: list[str], labels: list[int], size: int,
+               mask_paths: list[str | None] | None = None) -> ImageSet:
+  images, masks = load_images(paths, size, mask_paths)
+  ids = tuple(os.path.relpath(p, root) for p in paths)
+  return ImageSet(images, np.asarray(labels, np.int32), ids, masks)
+
+
+def read_mvtec(root: str, category: str, size: int) -> Dataset:
+  """MVTec-AD layout: <root>/<category>/{train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}."""
+  _require_dir(root, "the MVTec-AD root holding one folder per category (bottle, cable, ...)")
+  base = os.path.join(root, category)
+  if not os.path.isdir(base):
+    found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    raise DataError(f"{base}: category folder not found; categories under {root}: {found or 'none'}")
+  _require_dir(os.path.join(base, "train", "good"), "train/good with the defect-free training images")
+  _require_dir(os.path.join(base, "test"), "test/<defect> folders and test/good")
+  train_paths = list_images(os.path.join(base, "train", "good"))
+  if not train_paths:
+    raise DataError(f"{os.path.join(base, 'train', 'good')}: no images found (png/jpg/bmp/tif)")
+  test_paths, test_labels, mask_paths = [], [], []
+  for defect in sorted(os.listdir(os.path.join(base, "test"))):
+    folder = os.path.join(base, "test", defect)
+    if not os.path.isdir(folder) or defect.startswith("."):
+      continue
+    for path in list_images(folder):
+      test_paths.append(path)
+      test_labels.append(0 if defect == "good" else 1)
+      mask_paths.append(None if defect == "good" else _mvtec_mask(base, defect, path))
+  if not test_paths:
+    raise DataError(f"{os.path.join(base, 'test')}: no test images found")
+  train = _image_set(root, train_paths, [0] * len(train_paths), size)
+  train = ImageSet(train.images, train.labels, train.ids, np.zeros(train.images.shape[:3], bool))
+  test = _image_set(root, test_paths, test_labels, size, mask_paths)
+  return Dataset("mvtec", category, train, test)
+
+
+def _mvtec_mask(base: str, defect: str, image_path: str) -> str | None:
+  stem = os.path.splitext(os.path.basename(image_path))[0]
+  for name in (f"{stem}_mask.png", f"{stem}.png"):
+    path = os.path.join(base, "ground_truth", defect, name)
+    if os.path.isfile(path):
+      return path
+  return None  # MVTec ships a mask for every defective image; a missing one reads as all-zero
+
+
+def read_ksdd2(root: str, size: int) -> Dataset:
+  """KSDD2 layout: <root>/{train,test}/<id>.png with <id>_GT.png; defective when the mask has a non-zero pixel."""
+  _require_dir(root, "the KSDD2 root holding train/ and test/")
+  parts = []
+  for split in ("train", "test"):
+    folder = os.path.join(root, split)
+    _require_dir(folder, f"{split}/ with <id>.png images and <id>_GT.png masks")
+    paths = [p for p in list_images(folder) if not os.path.splitext(p)[0].endswith("_GT")]
+    if not paths:
+      raise DataError(f"{folder}: no images found (expected <id>.png with <id>_GT.png)")
+    mask_paths = []
+    for p in paths:
+      m = os.path.splitext(p)[0] + "_GT.png"
+      if not os.path.isfile(m):
+        raise DataError(f"{m}: mask not found; KSDD2 ships a <id>_GT.png beside every <id>.png")
+      mask_paths.append(m)
+    images, masks = load_images(paths, size, mask_paths)
+    labels = masks.reshape(len(paths), -1).any(axis=1).astype(np.int32)
+    parts.append(ImageSet(images, labels, tuple(os.path.relpath(p, root) for p in paths), masks))
+  return Dataset("ksdd2", "ksdd2", parts[0], parts[1])
+
+
+def read_magnetic_tile(root: str, size: int) -> Dataset:
+  """Magnetic Tile Defects with DifferNet's split: 761 listed MT_Free train; test = other MT_Free + all defects."""
+  _require_dir(root, "the Magnetic Tile Defects root holding MT_Free/Imgs, MT_Blowhole/Imgs, ...")
+  list_path = os.path.join(root, MTD_TRAIN_LIST)
+  if not os.path.isfile(list_path):
+    raise DataError(f"{list_path}: DifferNet's train list not found; it names the MT_Free images to train on")
+  with open(list_path) as f:
+    train_names = {line.strip() for line in f if line.strip()}
+  free = [p for p in _mtd_images(root, "MT_Free")]
+  train_paths = [p for p in free if os.path.basename(p) in train_names]
+  missing = train_names - {os.path.basename(p) for p in train_paths}
+  if missing:
+    raise DataError(f"{list_path}: {len(missing)} listed images are not in MT_Free/Imgs, e.g. {sorted(missing)[0]}")
+  test_paths = [p for p in free if os.path.basename(p) not in train_names]
+  test_labels = [0] * len(test_paths)
+  mask_paths: list[str | None] = [None] * len(test_paths)
+  for defect in MTD_DEFECTS:
+    for p in _mtd_images(root, defect):
+      test_paths.append(p)
+      test_labels.append(1)
+      mask_paths.append(os.path.splitext(p)[0] + ".png")
+  train = _image_set(root, train_paths, [0] * len(train_paths), size)
+  test = _image_set(root, test_paths, test_labels, size, mask_paths)
+  return Dataset("magnetic_tile", "magnetic_tile", train, test)
+
+
+def _mtd_images(root: str, cls: str) -> list[str]:
+  folder = os.path.join(root, cls, "Imgs")
+  _require_dir(folder, f"{cls}/Imgs with .jpg images and .png masks")
+  paths = [p for p in list_images(folder) if p.lower().endswith(".jpg")]
+  if not paths:
+    raise DataError(f"{folder}: no .jpg images found")
+  return paths
+
+
+ELPV_LABEL_CHOICES = ("drop", "good", "defective")
+
+
+def read_elpv(size: int, cell_type: str = "all", one_third: str = "drop", two_thirds: str = "drop",
+              test_fraction: float = 0.5, seed: int = 0) -> Dataset:
+  """elpv solar cells from the `elpv-dataset` package; probability 0 good, 1 defective.
+
+  What 1/3 and 2/3 become is a choice ('drop', 'good', 'defective'). The good cells are split with `seed`:
+  `test_fraction` of them go to the test set with every defective cell, the rest are the train set.
+  """
+  from elpv_dataset.utils import load_dataset  # imported here: it reads 2,624 images on import of its data
+  if cell_type not in ("all", "mono", "poly"):
+    raise DataError(f"data.cell_type={cell_type!r}: expected 'all', 'mono' or 'poly'")
+  for flag, value in (("data.elpv_one_third", one_third), ("data.elpv_two_thirds", two_thirds)):
+    if value not in ELPV_LABEL_CHOICES:
+      raise DataError(f"{flag}={value!r}: expected one of {ELPV_LABEL_CHOICES}")
+  if not 0.0 < test_fraction < 1.0:
+    raise DataError(f"data.test_fraction={test_fraction}: expected a value strictly between 0 and 1")
+  images, probs, types = load_dataset()
+  label = np.full(len(probs), -1, np.int32)
+  label[np.isclose(probs, 0.0)] = 0
+  label[np.isclose(probs, 1.0)] = 1
+  for p, choice in ((1 / 3, one_third), (2 / 3, two_thirds)):
+    if choice != "drop":
+      label[np.isclose(probs, p)] = 0 if choice == "good" else 1
+  keep = label >= 0
+  if cell_type != "all":
+    keep &= types == cell_type
+  index = np.flatnonzero(keep)
+  good, bad = index[label[index] == 0], index[label[index] == 1]
+  rng = np.random.default_rng(seed)
+  good = rng.permutation(good)
+  n_test_good = int(round(test_fraction * len(good)))
+  test_index = np.concatenate([np.sort(good[:n_test_good]), bad])
+  train_index = np.sort(good[n_test_good:])
+
+  def subset(idx):
+    from PIL import Image
+    arr = np.stack([np.asarray(Image.fromarray(images[i]).resize((size, size), Image.BILINEAR)) for i in idx])
+    arr = np.repeat(arr[..., None], 3, axis=-1)
+    return ImageSet(arr, label[idx], tuple(f"elpv/{types[i]}/{i:04d}" for i in idx))
+
+  return Dataset("elpv", cell_type, subset(train_index), subset(test_index))
+
+
+def read_folder(good_dir: str, defective_dir: str | None, size: int, test_fraction: float = 0.5,
+                seed: int = 0) -> Dataset:
+  """A user's plain folders: good images (split into train/test with `seed`) and optionally defective images."""
+  good_paths = list_images(good_dir)
+  if len(good_paths) < 2:
+    raise DataError(f"{good_dir}: found {len(good_paths)} good images; need at least 2 (one to train, one to test)")
+  bad_paths = list_images(defective_dir) if defective_dir else []
+  if not 0.0 <= test_fraction < 1.0:
+    raise DataError(f"data.test_fraction={test_fraction}: expected a value in [0, 1)")
+  order = np.random.default_rng(seed).permutation(len(good_paths))
+  n_test = int(round(test_fraction * len(good_paths)))
+  test_good = sorted(good_paths[i] for i in order[:n_test])
+  train_good = sorted(good_paths[i] for i in order[n_test:])
+  root = os.path.commonpath([good_dir] + ([defective_dir] if defective_dir else []))
+  train = _image_set(root, train_good, [0] * len(train_good), size)
+  test = _image_set(root, test_good + bad_paths, [0] * len(test_good) + [1] * len(bad_paths), size)
+  return Dataset("folder", os.path.basename(os.path.normpath(good_dir)), train, test)
+
+
+def read(data) -> Dataset:
+  """Reads the dataset a config's `data` section names."""
+  name, size = data.name, data.image_size
+  if name == "mvtec":
+    return read_mvtec(data.root, data.category, size)
+  if name == "ksdd2":
+    return read_ksdd2(data.root, size)
+  if name == "magnetic_tile":
+    return read_magnetic_tile(data.root, size)
+  if name == "elpv":
+    return read_elpv(size, data.category, data.elpv_one_third, data.elpv_two_thirds, data.test_fraction,
+                     data.split_seed)
+  if name == "folder":
+    return read_folder(data.root, data.defective_root or None, size, data.test_fraction, data.split_seed)
+  raise DataError(f"data.name={name!r}: expected one of mvtec, ksdd2, magnetic_tile, elpv, folder")
