@@ -1,0 +1,162 @@
+"""TFDS builders for MVTec-AD and KSDD2 that work without TensorFlow.
+
+Both read a manually downloaded copy (`manual_dir`) with the readers in `maml_iqr.data.readers`, so a TFDS
+dataset holds exactly the arrays the readers return (resized to the config's `image_size`). Features are plain
+`tfds.features.Tensor`s because `tfds.features.Image` needs TensorFlow to encode PNGs; the files are written as
+`array_record` so that `tfds.data_source` reads them back with random access, again without TensorFlow.
+
+Typical use:
+
+  train = load_split(MvtecAd, data_dir, manual_dir, "train", mvtec_config("bottle", image_size=128))
+  test = load_split(Ksdd2, data_dir, manual_dir, "test")
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from maml_iqr.data.images import DataError, ImageSet
+from maml_iqr.data.readers import read_ksdd2, read_mvtec
+
+DEFAULT_IMAGE_SIZE = 256  # stored size; the models resize again, so this only bounds the disk use
+MVTEC_CATEGORIES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
+                    "screw", "tile", "toothbrush", "transistor", "wood", "zipper")
+MVTEC_URL = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
+KSDD2_URL = "https://www.vicos.si/resources/kolektorsdd2/"
+FILE_FORMAT = "array_record"  # the random-access format tfds.data_source reads without TensorFlow
+
+
+@dataclasses.dataclass(eq=False)
+class MvtecAdConfig(tfds.core.BuilderConfig):
+  """One MVTec-AD category at one stored image size."""
+  category: str = ""
+  image_size: int = DEFAULT_IMAGE_SIZE
+
+
+@dataclasses.dataclass(eq=False)
+class Ksdd2Config(tfds.core.BuilderConfig):
+  """KSDD2 at one stored image size."""
+  image_size: int = DEFAULT_IMAGE_SIZE
+
+
+def _config_name(base: str, image_size: int) -> str:
+  # The size is in the name so that two sizes never share (and overwrite) one prepared folder.
+  return base if image_size == DEFAULT_IMAGE_SIZE else f"{base}_{image_size}px"
+
+
+def mvtec_config(category: str, image_size: int = DEFAULT_IMAGE_SIZE) -> MvtecAdConfig:
+  """A config for any category folder (the 15 official ones or your own in the same layout) and size."""
+  if image_size < 1:
+    raise DataError(f"image_size={image_size}: expected a positive number of pixels")
+  return MvtecAdConfig(name=_config_name(category, image_size), category=category, image_size=image_size,
+                       description=f"MVTec-AD {category}, images resized to {image_size}x{image_size}.")
+
+
+def ksdd2_config(image_size: int = DEFAULT_IMAGE_SIZE) -> Ksdd2Config:
+  """A KSDD2 config at `image_size` (the images are 230x630-ish; they are resized to a square like the reader)."""
+  if image_size < 1:
+    raise DataError(f"image_size={image_size}: expected a positive number of pixels")
+  return Ksdd2Config(name=_config_name("default", image_size), image_size=image_size,
+                     description=f"KSDD2, images resized to {image_size}x{image_size}.")
+
+
+def _features(size: int) -> tfds.features.FeaturesDict:
+  # Tensor, not Image/Text: those encode with TensorFlow. dtype np.str_ stores the id as bytes, read back as bytes.
+  return tfds.features.FeaturesDict({
+      "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
+      "mask": tfds.features.Tensor(shape=(size, size), dtype=np.bool_),
+      "label": tfds.features.Tensor(shape=(), dtype=np.int32),
+      "id": tfds.features.Tensor(shape=(), dtype=np.str_),
+  })
+
+
+def _manual_dir(dl_manager, instructions: str):
+  """`dl_manager.manual_dir`, with tfds' bare AssertionError turned into a DataError that says what to download."""
+  try:
+    return dl_manager.manual_dir
+  except AssertionError as e:
+    raise DataError(f"{e}\n" if "instructions" in str(e) else f"{e}; {instructions}") from None
+
+
+class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Shared generation: read both splits once with a reader, then write them as they are."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Images, masks, labels and ids as the maml_iqr readers return them."}
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(features=_features(self.builder_config.image_size),
+                                          supervised_keys=("image", "label"), homepage=self._HOMEPAGE)
+
+  def _split_generators(self, dl_manager):
+    root = _manual_dir(dl_manager, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    try:
+      dataset = self._read(str(root))
+    except DataError as e:  # a wrong layout: repeat what the layout must be
+      raise DataError(f"{e}\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from None
+    return {"train": self._generate_examples(dataset.train), "test": self._generate_examples(dataset.test)}
+
+  def _generate_examples(self, images: ImageSet):
+    masks = images.masks if images.masks is not None else np.zeros(images.images.shape[:3], bool)
+    for i, key in enumerate(images.ids):
+      yield key, {"image": images.images[i], "mask": masks[i], "label": np.int32(images.labels[i]), "id": key}
+
+
+class MvtecAd(_Builder):
+  """MVTec-AD, one config per category; train is all good, test is good + defective with masks."""
+
+  _HOMEPAGE = MVTEC_URL
+  BUILDER_CONFIGS = [mvtec_config(c) for c in MVTEC_CATEGORIES]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
+  Download MVTec-AD from {MVTEC_URL} (mvtec_anomaly_detection.tar.xz) and unpack it into manual_dir so that
+  <manual_dir>/bottle/train/good exists (one folder per category, each with train/, test/ and ground_truth/).
+  """
+
+  def _read(self, root: str):
+    return read_mvtec(root, self.builder_config.category, self.builder_config.image_size)
+
+
+class Ksdd2(_Builder):
+  """KolektorSDD2; an image is defective when its <id>_GT.png mask has a non-zero pixel."""
+
+  _HOMEPAGE = KSDD2_URL
+  BUILDER_CONFIGS = [ksdd2_config()]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
+  Download KolektorSDD2 from {KSDD2_URL} and unpack it into manual_dir so that <manual_dir>/train and
+  <manual_dir>/test exist, each holding <id>.png images with their <id>_GT.png masks.
+  """
+
+  def _read(self, root: str):
+    return read_ksdd2(root, self.builder_config.image_size)
+
+
+def prepare(builder_cls: type[_Builder], data_dir: str, manual_dir: str | None,
+            config: tfds.core.BuilderConfig | str | None = None) -> tfds.core.DatasetBuilder:
+  """Builds the dataset into `data_dir` as array_record (a no-op when it is already there) and returns the builder."""
+  builder = builder_cls(data_dir=data_dir, config=config, file_format=FILE_FORMAT)
+  builder.download_and_prepare(file_format=FILE_FORMAT,
+                               download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  return builder
+
+
+def load_split(builder_cls: type[_Builder], data_dir: str, manual_dir: str | None, split: str,
+               config: tfds.core.BuilderConfig | str | None = None) -> ImageSet:
+  """Prepares if needed, then reads `split` back with `tfds.data_source` (random access, no TensorFlow)."""
+  builder = prepare(builder_cls, data_dir, manual_dir, config)
+  source = tfds.data_source(builder.name, split=split, data_dir=data_dir, download=False,
+                            builder_kwargs={"config": builder.builder_config, "file_format": FILE_FORMAT})
+  return source_to_image_set(source)
+
+
+def source_to_image_set(source) -> ImageSet:
+  """Stacks a data source's records into an ImageSet, in the order the source gives them."""
+  n = len(source)
+  if n == 0:
+    raise DataError("the split holds no examples")
+  records = source.__getitems__(list(range(n)))
+  ids = tuple(r["id"].decode() if isinstance(r["id"], bytes) else str(r["id"]) for r in records)
+  return ImageSet(np.stack([r["image"] for r in records]).astype(np.uint8),
+                  np.asarray([r["label"] for r in records], np.int32), ids,
+                  np.stack([r["mask"] for r in records]).astype(bool))

@@ -1,0 +1,73 @@
+"""Image-level detection metrics on the host, in numpy, so results do not depend on scikit-learn.
+
+Labels are 1 for defective (the positive class) and 0 for good; a higher score means more anomalous.
+Every metric needs both classes and raises ValueError otherwise, since a one-class score is meaningless.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+  """Validated 1-D bool labels and float64 scores."""
+  labels = np.asarray(labels)
+  scores = np.asarray(scores, dtype=np.float64)
+  if labels.ndim != 1 or scores.ndim != 1 or labels.shape != scores.shape:
+    raise ValueError(f"labels and scores must be 1-D of equal length, got shapes {labels.shape} and {scores.shape}")
+  if not np.isin(labels, (0, 1)).all():
+    raise ValueError(f"labels must be 0 (good) or 1 (defective), got values {np.unique(labels)}")
+  if not np.isfinite(scores).all():
+    raise ValueError(f"scores must be finite, got {int((~np.isfinite(scores)).sum())} non-finite values")
+  labels = labels.astype(bool)
+  n_pos = int(labels.sum())
+  if n_pos == 0 or n_pos == labels.size:
+    raise ValueError(f"metric needs both classes, got {n_pos} defective and {labels.size - n_pos} good images")
+  return labels, scores
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+  """1-based ranks of x with ties given the mean of their ranks."""
+  order = np.argsort(x, kind="stable")
+  sorted_x = x[order]
+  # Each run of equal values [start, end) gets rank (start + 1 + end) / 2.
+  starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+  ends = np.r_[starts[1:], x.size]
+  run_ranks = (starts + 1 + ends) / 2.0
+  ranks = np.empty(x.size)
+  ranks[order] = np.repeat(run_ranks, ends - starts)
+  return ranks
+
+
+def auroc(labels, scores) -> float:
+  """Area under the ROC curve = P(score_defective > score_good) + 0.5 P(tie), via Mann-Whitney U."""
+  labels, scores = _check(labels, scores)
+  n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+  u = _average_ranks(scores)[labels].sum() - n_pos * (n_pos + 1) / 2.0
+  return float(u / (n_pos * n_neg))
+
+
+def _pr_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """True and false positive counts when flagging score >= t, for each distinct score t, high to low."""
+  order = np.argsort(-scores, kind="stable")
+  sorted_scores, sorted_labels = scores[order], labels[order]
+  last_of_run = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+  tp = np.cumsum(sorted_labels)[last_of_run]
+  fp = (np.flatnonzero(last_of_run) + 1) - tp
+  return tp.astype(np.float64), fp.astype(np.float64)
+
+
+def aupr(labels, scores) -> float:
+  """Average precision sum_n (R_n - R_{n-1}) P_n over score thresholds (step-wise, as sklearn's)."""
+  labels, scores = _check(labels, scores)
+  tp, fp = _pr_counts(labels, scores)
+  precision = tp / (tp + fp)
+  recall = tp / labels.sum()
+  return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def f1_max(labels, scores) -> float:
+  """Best F1 = 2 TP / (2 TP + FP + FN) over all thresholds score >= t."""
+  labels, scores = _check(labels, scores)
+  tp, fp = _pr_counts(labels, scores)
+  fn = labels.sum() - tp
+  return float(np.max(2 * tp / (2 * tp + fp + fn)))

@@ -1,0 +1,113 @@
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maml_iqr.data import readers
+from maml_iqr.data.images import DataError, load_image
+from tests.conftest import DATA, shared_data
+
+
+def _png(path, size=(16, 16), value=128, mode="L"):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.new(mode, size, value).save(path)
+
+
+def test_hazelnut_toy_counts_and_masks():
+  shared_data("hazelnut_toy")
+  ds = readers.read_mvtec(DATA, "hazelnut_toy", 64)
+  assert (len(ds.train), ds.test.n_good, ds.test.n_defective) == (28, 6, 17)
+  assert ds.train.images.shape == (28, 64, 64, 3) and ds.train.images.dtype == np.uint8
+  defective = ds.test.labels == 1
+  assert ds.test.masks[defective].reshape(17, -1).any(axis=1).all()  # all 17 masks found, non-empty
+  assert not ds.test.masks[~defective].any()
+  assert ds.test.ids[0].startswith("hazelnut_toy/test/")
+
+
+def test_magnetic_tile_differnet_split():
+  root = shared_data("magnetic_tile")
+  ds = readers.read_magnetic_tile(root, 32)
+  assert (len(ds.train), ds.test.n_good, ds.test.n_defective) == (761, 191, 392)
+  assert not set(ds.train.ids) & set(ds.test.ids)
+  assert ds.test.masks[ds.test.labels == 1].any()
+
+
+def test_elpv_split_is_seeded_and_disjoint():
+  a = readers.read_elpv(32, "mono", seed=3)
+  b = readers.read_elpv(32, "mono", seed=3)
+  c = readers.read_elpv(32, "mono", seed=4)
+  assert a.train.ids == b.train.ids and a.train.ids != c.train.ids
+  assert not set(a.train.ids) & set(a.test.ids)
+  assert all("/mono/" in i for i in a.train.ids + a.test.ids)
+  assert a.train.n_defective == 0 and a.test.n_defective > 0
+  full = readers.read_elpv(32, one_third="defective", two_thirds="defective")
+  assert full.test.n_defective > readers.read_elpv(32).test.n_defective
+
+
+def test_ksdd2_fixture(tmp_path):
+  for split, n in (("train", 3), ("test", 4)):
+    for i in range(n):
+      _png(str(tmp_path / split / f"{i}.png"), value=10 * i)
+      mask = Image.new("L", (16, 16), 0)
+      if i % 2:
+        mask.putpixel((3, 3), 255)
+      mask.save(tmp_path / split / f"{i}_GT.png")
+  ds = readers.read_ksdd2(str(tmp_path), 8)
+  assert len(ds.train) == 3 and len(ds.test) == 4
+  assert list(ds.test.labels) == [0, 1, 0, 1] and ds.test.ids[1] == os.path.join("test", "1.png")
+
+
+def test_folder_reader_with_stray_files(tmp_path):
+  for i in range(6):
+    _png(str(tmp_path / "good" / f"g{i}.png"))
+  _png(str(tmp_path / "bad" / "b0.png"))
+  (tmp_path / "good" / ".DS_Store").write_bytes(b"\0\1")
+  (tmp_path / "good" / "notes.txt").write_text("hi")
+  ds = readers.read_folder(str(tmp_path / "good"), str(tmp_path / "bad"), 8, test_fraction=0.5)
+  assert len(ds.train) == 3 and ds.test.n_good == 3 and ds.test.n_defective == 1
+
+
+def test_missing_root_names_path(tmp_path):
+  with pytest.raises(DataError, match="nowhere: folder not found"):
+    readers.read_mvtec(str(tmp_path / "nowhere"), "bottle", 8)
+
+
+def test_unknown_category_lists_found(tmp_path):
+  _png(str(tmp_path / "bottle" / "train" / "good" / "0.png"))
+  with pytest.raises(DataError, match=r"categories under .*\['bottle'\]"):
+    readers.read_mvtec(str(tmp_path), "cable", 8)
+
+
+def test_wrong_layout(tmp_path):
+  _png(str(tmp_path / "bottle" / "good" / "0.png"))
+  with pytest.raises(DataError, match="train/good"):
+    readers.read_mvtec(str(tmp_path), "bottle", 8)
+
+
+def test_empty_category(tmp_path):
+  os.makedirs(tmp_path / "bottle" / "train" / "good")
+  os.makedirs(tmp_path / "bottle" / "test" / "good")
+  with pytest.raises(DataError, match="no images found"):
+    readers.read_mvtec(str(tmp_path), "bottle", 8)
+
+
+def test_truncated_and_empty_images_name_the_file(tmp_path):
+  good = tmp_path / "a.png"
+  _png(str(good), size=(64, 64), mode="RGB")
+  data = good.read_bytes()
+  (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+  (tmp_path / "zero.jpg").write_bytes(b"")
+  (tmp_path / "junk.jpg").write_bytes(b"this is not an image")
+  for name in ("cut.png", "zero.jpg", "junk.jpg"):
+    with pytest.raises(DataError, match=name):
+      load_image(str(tmp_path / name), 8)
+
+
+def test_mask_of_wrong_size(tmp_path):
+  base = tmp_path / "bottle"
+  _png(str(base / "train" / "good" / "0.png"))
+  _png(str(base / "test" / "crack" / "0.png"), size=(16, 16))
+  _png(str(base / "ground_truth" / "crack" / "0_mask.png"), size=(12, 16))
+  with pytest.raises(DataError, match="0_mask.png: mask is 12x16 but its image is 16x16"):
+    readers.read_mvtec(str(tmp_path), "bottle", 8)
