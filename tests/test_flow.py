@@ -11,14 +11,14 @@ from maml_iqr.models.flow import Flow
 SMALL = dict(hidden=16, n_blocks=3)
 
 
-def _setup(dim, zero_init, perturb=True, seed=0):
+def _setup(dim, zero_init, perturb=0.1, seed=0):
   """Small flow; zero-init params get noise so the couplings are not the identity."""
   flow, params = flow_lib.init_flow(
       jax.random.key(seed), dim, zero_init=zero_init, **SMALL)
   if perturb:
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    leaves = [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+    leaves = [p + perturb * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
     params = jax.tree.unflatten(tree, leaves)
   x = jax.random.normal(jax.random.key(seed + 2), (5, dim))
   return flow, params, x
@@ -118,9 +118,9 @@ def test_scores():
   np.testing.assert_allclose(flow_lib.nll_loss(z, logdet), 1.875)
 
 
-@pytest.mark.parametrize('zero_init', [True, False])
-def test_second_order_through_sgd_step(zero_init):
-  flow, params, x = _setup(7, zero_init, perturb=False)
+def test_second_order_through_sgd_step():
+  # Default init: only the last layers get a gradient in the inner step.
+  flow, params, x = _setup(7, zero_init=True, perturb=False)
   support, query = x[:3], x[3:]
   loss = lambda p, b: flow_lib.nll_loss(*flow.apply(p, b))
 
@@ -129,16 +129,16 @@ def test_second_order_through_sgd_step(zero_init):
     adapted = jax.tree.map(lambda w, d: w - lr * d, p, g)
     return loss(adapted, query)
 
-  value = outer(params, 0.1)
-  assert np.isfinite(value)
-  meta_grad = jax.grad(outer)(params, 0.1)
+  def first_order(p, lr):
+    g = jax.lax.stop_gradient(jax.grad(loss)(p, support))
+    return loss(jax.tree.map(lambda w, d: w - lr * d, p, g), query)
+
+  assert np.isfinite(jax.jit(outer)(params, 0.1))
+  meta_grad = jax.jit(jax.grad(outer))(params, 0.1)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(meta_grad))
-  hess_lr = jax.hessian(outer, argnums=1)(params, 0.1)
-  assert np.isfinite(hess_lr)
+  assert np.isfinite(jax.jit(jax.hessian(outer, argnums=1))(params, 0.1))
   # The second-order term is really there: it differs from first order.
-  first = jax.grad(lambda p: loss(
-      jax.tree.map(lambda w, d: w - 0.1 * d, p,
-                   jax.lax.stop_gradient(jax.grad(loss)(p, support))), query))(params)
+  first = jax.jit(jax.grad(first_order))(params, 0.1)
   diff = jax.tree.map(lambda a, b: jnp.abs(a - b).max(), meta_grad, first)
   assert max(jax.tree.leaves(diff)) > 0
 

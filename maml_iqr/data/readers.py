@@ -187,9 +187,9 @@ def read_folder(good_dir: str, defective_dir: str | None, size: int, test_fracti
   return Dataset("folder", os.path.basename(os.path.normpath(good_dir)), train, test)
 
 
-def read(data) -> Dataset:
-  """Reads the dataset a config's `data` section names."""
-  name, size = data.name, data.image_size
+def read(data, size: int) -> Dataset:
+  """Reads the dataset a config's `data` section names, at `size` x `size` (the backbone's input size)."""
+  name = data.name
   if name == "mvtec":
     return read_mvtec(data.root, data.category, size)
   if name == "ksdd2":

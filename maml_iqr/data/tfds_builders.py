@@ -13,6 +13,8 @@ Typical use:
 from __future__ import annotations
 
 import dataclasses
+import os
+import textwrap
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -76,13 +78,15 @@ def _manual_dir(dl_manager, instructions: str):
   """`dl_manager.manual_dir`, with tfds' bare AssertionError turned into a DataError that says what to download."""
   try:
     return dl_manager.manual_dir
-  except AssertionError as e:
-    raise DataError(f"{e}\n" if "instructions" in str(e) else f"{e}; {instructions}") from None
+  except AssertionError as e:  # tfds' message names the folder; make sure it also says what to put there
+    message = str(e).strip()
+    raise DataError(message if instructions.strip() in message else f"{message}\n{instructions}") from None
 
 
 class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Shared generation: read both splits once with a reader, then write them as they are."""
 
+  _HOMEPAGE = ""
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Images, masks, labels and ids as the maml_iqr readers return them."}
 
@@ -109,10 +113,10 @@ class MvtecAd(_Builder):
 
   _HOMEPAGE = MVTEC_URL
   BUILDER_CONFIGS = [mvtec_config(c) for c in MVTEC_CATEGORIES]
-  MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
-  Download MVTec-AD from {MVTEC_URL} (mvtec_anomaly_detection.tar.xz) and unpack it into manual_dir so that
-  <manual_dir>/bottle/train/good exists (one folder per category, each with train/, test/ and ground_truth/).
-  """
+  MANUAL_DOWNLOAD_INSTRUCTIONS = textwrap.dedent(f"""\
+      Download MVTec-AD from {MVTEC_URL} (mvtec_anomaly_detection.tar.xz) and unpack it into
+      manual_dir so that <manual_dir>/bottle/train/good exists (one folder per category, each with train/,
+      test/ and ground_truth/).""")
 
   def _read(self, root: str):
     return read_mvtec(root, self.builder_config.category, self.builder_config.image_size)
@@ -123,10 +127,10 @@ class Ksdd2(_Builder):
 
   _HOMEPAGE = KSDD2_URL
   BUILDER_CONFIGS = [ksdd2_config()]
-  MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
-  Download KolektorSDD2 from {KSDD2_URL} and unpack it into manual_dir so that <manual_dir>/train and
-  <manual_dir>/test exist, each holding <id>.png images with their <id>_GT.png masks.
-  """
+  MANUAL_DOWNLOAD_INSTRUCTIONS = textwrap.dedent(f"""\
+      Download KolektorSDD2 from {KSDD2_URL} and unpack it into manual_dir so that
+      <manual_dir>/train and <manual_dir>/test exist, each holding <id>.png images with their <id>_GT.png
+      masks.""")
 
   def _read(self, root: str):
     return read_ksdd2(root, self.builder_config.image_size)
@@ -143,7 +147,11 @@ def prepare(builder_cls: type[_Builder], data_dir: str, manual_dir: str | None,
 
 def load_split(builder_cls: type[_Builder], data_dir: str, manual_dir: str | None, split: str,
                config: tfds.core.BuilderConfig | str | None = None) -> ImageSet:
-  """Prepares if needed, then reads `split` back with `tfds.data_source` (random access, no TensorFlow)."""
+  """Prepares if needed, then reads `split` back with `tfds.data_source` (random access, no TensorFlow).
+
+  A prepared dataset is keyed by builder, config name (category and size) and version only: after changing the
+  files under `manual_dir`, delete `<data_dir>/<builder name>/<config name>` to rebuild it.
+  """
   builder = prepare(builder_cls, data_dir, manual_dir, config)
   source = tfds.data_source(builder.name, split=split, data_dir=data_dir, download=False,
                             builder_kwargs={"config": builder.builder_config, "file_format": FILE_FORMAT})
@@ -151,12 +159,19 @@ def load_split(builder_cls: type[_Builder], data_dir: str, manual_dir: str | Non
 
 
 def source_to_image_set(source) -> ImageSet:
-  """Stacks a data source's records into an ImageSet, in the order the source gives them."""
+  """Stacks a data source's records into an ImageSet in the readers' order.
+
+  tfds shuffles records by a hash of their key when it writes them; sorting the ids by path components
+  restores the order the readers use (sorted folders, then sorted file names).
+  """
   n = len(source)
   if n == 0:
     raise DataError("the split holds no examples")
   records = source.__getitems__(list(range(n)))
-  ids = tuple(r["id"].decode() if isinstance(r["id"], bytes) else str(r["id"]) for r in records)
-  return ImageSet(np.stack([r["image"] for r in records]).astype(np.uint8),
-                  np.asarray([r["label"] for r in records], np.int32), ids,
-                  np.stack([r["mask"] for r in records]).astype(bool))
+  ids = [r["id"].decode() if isinstance(r["id"], bytes) else str(r["id"]) for r in records]  # str Tensors read as bytes
+  order = sorted(range(n), key=lambda i: ids[i].split(os.sep))
+  records = [records[i] for i in order]
+  return ImageSet(np.stack([np.asarray(r["image"], np.uint8) for r in records]),
+                  np.asarray([int(r["label"]) for r in records], np.int32),  # a scalar Tensor reads as a Python int
+                  tuple(ids[i] for i in order),
+                  np.stack([np.asarray(r["mask"], bool) for r in records]))

@@ -1,0 +1,97 @@
+"""Settings every experiment shares; each config file starts from `base()` and changes what it needs.
+
+Values the paper does not state are chosen here and documented beside them (PAPER_NOTES.md).
+"""
+import ml_collections
+
+
+def base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0                     # seeds the noise split, the flow init, the views and MAML tasks
+  c.method = "maml_iqr"          # differnet | one_shot | iterative | maml_iqr
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "elpv"           # mvtec | ksdd2 | magnetic_tile | elpv | folder
+  c.data.root = ""               # dataset root (mvtec, ksdd2, magnetic_tile); good-image folder for `folder`
+  c.data.defective_root = ""     # `folder` only: folder of defective images (optional)
+  c.data.category = "all"        # mvtec category; elpv cell type (all | mono | poly)
+  c.data.test_fraction = 0.5     # elpv / folder: share of the good images held out for testing
+  c.data.split_seed = 0          # elpv / folder: fixed so that every noise seed sees the same clean split
+  c.data.elpv_one_third = "drop"   # what elpv's 1/3 defect probability becomes: drop | good | defective
+  c.data.elpv_two_thirds = "drop"  # likewise for 2/3
+
+  c.noise = ml_collections.ConfigDict()
+  c.noise.ratio = 0.0            # in [0, 1]
+  c.noise.mode = "defect_share"  # defect_share (share of defective test images) | train_share (SoftPatch)
+  c.noise.overlap = False        # False: injected images leave the test set (SoftPatch's default)
+  c.noise.on_shortage = "fail"   # fail | cap, when more anomalies are asked for than exist
+  c.noise.val_fraction = 0.2     # stratified share of the test set kept apart for refinement's stopping rule
+
+  c.backbone = ml_collections.ConfigDict()
+  c.backbone.name = "efficientnet_lite0"  # efficientnet_lite0 (real weights, default) | alexnet (needs weights)
+  c.backbone.weights_path = ""            # alexnet: torchvision alexnet .pth (zip or legacy format)
+
+  c.flow = ml_collections.ConfigDict()
+  c.flow.n_blocks = 8            # DifferNet: 8
+  c.flow.hidden = 2048           # DifferNet: 2048
+  c.flow.clamp = 3.0             # DifferNet: 3
+  c.flow.zero_init = True        # last subnet layer zero: the flow starts at the identity
+
+  c.train = ml_collections.ConfigDict()
+  c.train.lr = 2e-4              # DifferNet's Adam settings
+  c.train.b1 = 0.8
+  c.train.b2 = 0.8
+  c.train.eps = 1e-4
+  c.train.weight_decay = 1e-5    # L2 added to the gradient, as torch.optim.Adam(weight_decay=...)
+  c.train.meta_epochs = 24       # DifferNet: 24 x 8 epochs
+  c.train.sub_epochs = 8
+  c.train.batch_size = 24        # images per batch, each with n_views random rotations: 96 samples
+  c.train.n_views = 4            # DifferNet: 4 random transforms per image per batch
+  c.train.n_cached_views = 16    # random views per image whose features are computed once and reused
+  c.train.cache_features = True  # False: recompute backbone features every step, as the reference does
+  c.train.max_angle = 180.0      # random rotation in [-max_angle, max_angle]
+  c.train.brightness = 0.0       # colour jitter off, as in DifferNet's code
+  c.train.contrast = 0.0
+  c.train.saturation = 0.0
+
+  c.score = ml_collections.ConfigDict()
+  c.score.kind = "z2"            # z2: DifferNet's mean z^2 | nll: full negative log-likelihood
+  c.score.n_views = 64           # fixed rotations k * 360 / n at evaluation (DifferNet: 64)
+  c.score.batch_size = 32        # images per scoring batch
+
+  c.maml = ml_collections.ConfigDict()  # CoMet's public settings; the paper states none
+  c.maml.inner_lr = 1e-4
+  c.maml.inner_steps = 5
+  c.maml.first_order = True
+  c.maml.meta_lr = 2e-4
+  c.maml.tasks_per_batch = 4
+  c.maml.task_size = 5           # images per task; query_fraction of them are the query set
+  c.maml.query_fraction = 0.3
+  c.maml.meta_epochs = 40
+  c.maml.init_final_from_meta = True  # the final detector starts from the meta-learned flow
+
+  c.refine = ml_collections.ConfigDict()
+  c.refine.k = 1.5               # T = Q3 + k * IQR; the paper does not state k, 1.5 is classical (and CoMet's)
+  c.refine.max_iterations = 5
+  c.refine.patience = 1          # stop after this many iterations without a better validation AUROC
+  c.refine.max_remove_per_iteration = 0.3   # share of the current set removed at most per iteration
+  c.refine.max_remove_total = 0.6           # share of the original set removed at most over the run
+  c.refine.min_kept = 10                    # the set never falls below this many images
+  c.refine.score_epochs = 4     # epochs of plain training used to score a set without MAML (iterative)
+  return c
+
+
+def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The `:quick` variant: a tiny run for smoke tests and CI (minutes on 2 CPU cores, scores not meaningful)."""
+  c.flow.n_blocks = 2
+  c.flow.hidden = 64
+  c.train.meta_epochs = 2
+  c.train.sub_epochs = 1
+  c.train.n_cached_views = 2
+  c.train.n_views = 2
+  c.score.n_views = 2
+  c.maml.meta_epochs = 2
+  c.maml.inner_steps = 2
+  c.refine.max_iterations = 2
+  c.refine.score_epochs = 1
+  return c

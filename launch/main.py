@@ -1,0 +1,19 @@
+"""Command line: python -m launch.main --config=configs/default.py --workdir=DIR [--config.x.y=value ...]"""
+from absl import app, flags
+from ml_collections import config_flags
+
+from maml_iqr import run
+
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py, ':quick' shrinks it).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Folder for results.json, report.md, plots and checkpoints.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  run.main(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,40 @@
+"""Orbax checkpoints of the refinement state: parameters as a pytree, the controller's state as JSON.
+
+Orbax writes each step to a temporary folder and renames it when complete, so a kill never leaves a step that
+looks finished. A step that fails to restore (truncated, corrupted) is skipped with a warning and the previous
+one is used.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  def __init__(self, directory: str, max_to_keep: int = 3):
+    self._manager = ocp.CheckpointManager(os.path.abspath(directory),
+                                          options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                                                               create=True))
+
+  def save(self, step: int, params, meta: dict) -> None:
+    self._manager.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                                     meta=ocp.args.JsonSave(meta)), force=True)
+    self._manager.wait_until_finished()
+
+  def restore_latest(self, params_like):
+    """(step, params, meta) of the newest readable step, or None when there is none."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, params_like)
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        out = self._manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract),
+                                                                  meta=ocp.args.JsonRestore()))
+        return step, out["params"], out["meta"]
+      except Exception as e:  # noqa: BLE001 - any failure means this step cannot be trusted
+        print(f"WARNING: checkpoint step {step} in {self._manager.directory} is unreadable "
+              f"({type(e).__name__}: {str(e)[:200]}); falling back to the previous one", flush=True)
+    return None
+
+  def close(self) -> None:
+    self._manager.close()

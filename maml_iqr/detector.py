@@ -1,0 +1,136 @@
+"""The DifferNet-style detector: a flow trained by NLL on cached view features, scored over fixed views.
+
+Training runs as fixed-shape jitted chunks of `lax.scan` steps over an index array built on the host, so the
+kept set can shrink between refinement iterations without a recompile: only indices change, never shapes.
+"""
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from maml_iqr.models import flow as flow_lib
+
+STEPS_PER_CALL = 16  # steps per jitted chunk: one host round trip per chunk
+
+
+def make_flow(config, dim: int) -> flow_lib.Flow:
+  f = config.flow
+  return flow_lib.Flow(dim, n_blocks=f.n_blocks, hidden=f.hidden, clamp=f.clamp, permutation_seed=config.seed,
+                       zero_init=f.zero_init)
+
+
+def init_params(flow: flow_lib.Flow, seed: int):
+  return flow.init(jax.random.key(seed), jnp.zeros((1, flow.dim), jnp.float32))
+
+
+def make_optimizer(t) -> optax.GradientTransformation:
+  """DifferNet's torch.optim.Adam(lr, betas, eps, weight_decay): L2 is added to the gradient, not AdamW."""
+  return optax.chain(optax.add_decayed_weights(t.weight_decay), optax.scale_by_adam(b1=t.b1, b2=t.b2, eps=t.eps),
+                     optax.scale(-t.lr))
+
+
+def loss_fn(flow: flow_lib.Flow, params, x: jax.Array) -> jax.Array:
+  z, logdet = flow.apply(params, x)
+  return flow_lib.nll_loss(z, logdet)
+
+
+@functools.lru_cache(maxsize=None)
+def make_train_chunk(flow: flow_lib.Flow, optimizer: optax.GradientTransformation):
+  """chunk(params, opt_state, feats (N, K, D), idx (S, B, 2), valid (S,)) -> params, opt_state, losses (S,).
+
+  Row b of step s trains on view idx[s, b, 1] of image idx[s, b, 0]; steps with valid == False are no-ops
+  (they pad the last chunk so that every call has the same shape).
+  """
+  grad_fn = jax.value_and_grad(functools.partial(loss_fn, flow))
+
+  def step(carry, inputs):
+    params, opt_state, feats = carry
+    ix, valid = inputs
+    loss, grads = grad_fn(params, feats[ix[:, 0], ix[:, 1]])
+    updates, new_opt = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(valid, a, b), new, old)
+    return (keep(new_params, params), keep(new_opt, opt_state), feats), loss
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def chunk(params, opt_state, feats, idx, valid):
+    (params, opt_state, _), losses = jax.lax.scan(step, (params, opt_state, feats), (idx, valid))
+    return params, opt_state, losses
+
+  return chunk
+
+
+def epoch_indices(rng: np.random.Generator, kept: np.ndarray, batch_size: int, n_views: int,
+                  n_cached: int) -> np.ndarray:
+  """One epoch over the kept images: (steps, batch_size * n_views, 2) [image, cached view] pairs.
+
+  Each image appears once per epoch with `n_views` distinct random cached views; the last batch is filled
+  with random kept images so that every step has the same shape.
+  """
+  order = rng.permutation(kept)
+  n_steps = -(-len(order) // batch_size)
+  fill = rng.choice(kept, size=n_steps * batch_size - len(order), replace=True)
+  images = np.concatenate([order, fill]).reshape(n_steps, batch_size)
+  views = np.argsort(rng.random((n_steps, batch_size, n_cached)), axis=-1)[..., :n_views]
+  pairs = np.stack([np.repeat(images[..., None], n_views, -1), views], -1)
+  return pairs.reshape(n_steps, batch_size * n_views, 2)
+
+
+def train(flow, params, optimizer, feats: jax.Array, kept: np.ndarray, epochs: int, rng: np.random.Generator,
+          t, opt_state=None, label: str = "", log_every: float = 20.0):
+  """Trains `params` for `epochs` epochs over the kept images' cached views. Returns params, opt_state, losses."""
+  chunk = make_train_chunk(flow, optimizer)
+  if opt_state is None:
+    opt_state = optimizer.init(params)
+  idx = np.concatenate([epoch_indices(rng, kept, t.batch_size, t.n_views, feats.shape[1]) for _ in range(epochs)])
+  n = len(idx)
+  pad = -n % STEPS_PER_CALL
+  idx = np.concatenate([idx, np.zeros((pad,) + idx.shape[1:], idx.dtype)])
+  valid = np.arange(len(idx)) < n
+  losses, start, last = [], time.time(), time.time()
+  for i in range(0, len(idx), STEPS_PER_CALL):
+    params, opt_state, l = chunk(params, opt_state, feats, jnp.asarray(idx[i:i + STEPS_PER_CALL]),
+                                 jnp.asarray(valid[i:i + STEPS_PER_CALL]))
+    losses.append(np.asarray(l)[valid[i:i + STEPS_PER_CALL]])
+    if not np.all(np.isfinite(losses[-1])):
+      raise FloatingPointError(f"flow training {label}: the loss became non-finite at step {i}; lower "
+                               "--config.train.lr or check the features for NaN")
+    if time.time() - last > log_every:
+      last = time.time()
+      done = min(i + STEPS_PER_CALL, n)
+      print(f"  train {label}: step {done}/{n}, loss {losses[-1].mean():.4f}, "
+            f"{(time.time() - start) / done * (n - done):.0f} s left", flush=True)
+  return params, opt_state, np.concatenate(losses) if losses else np.zeros(0)
+
+
+@functools.lru_cache(maxsize=None)
+def make_scorer(flow: flow_lib.Flow, kind: str):
+  """score(params, feats (B, V, D)) -> (B,): the per-view score averaged over the V views."""
+
+  def one_view(params, x):
+    z, logdet = flow.apply(params, x)
+    return flow_lib.z2_score(z) if kind == "z2" else flow_lib.nll_score(z, logdet)
+
+  @jax.jit
+  def score(params, feats):
+    per_view = jax.vmap(functools.partial(one_view, params), in_axes=1, out_axes=1)(feats)
+    return per_view.mean(axis=1)
+
+  return score
+
+
+def score(flow, params, feats: np.ndarray | jax.Array, kind: str, batch_size: int = 64) -> np.ndarray:
+  """Scores every image (rows of feats (N, V, D)) in fixed-size padded batches."""
+  scorer = make_scorer(flow, kind)
+  n = feats.shape[0]
+  out = np.zeros(n, np.float32)
+  for i in range(0, n, batch_size):
+    idx = np.arange(i, i + batch_size) % n
+    s = np.asarray(scorer(params, jnp.asarray(feats[idx])))
+    out[i:i + min(batch_size, n - i)] = s[:min(batch_size, n - i)]
+  return out

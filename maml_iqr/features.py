@@ -1,0 +1,75 @@
+"""Backbone features of transformed views, computed once and cached: the extractor is frozen.
+
+A view is described by 4 numbers (rotation in degrees, brightness, contrast, saturation factors), so the
+cached path and the recompute-every-step path can be fed the very same views.
+"""
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maml_iqr.data import transforms
+
+IDENTITY_VIEW = (0.0, 1.0, 1.0, 1.0)
+
+
+def random_view_params(rng: np.random.Generator, n_images: int, n_views: int, max_angle: float,
+                       brightness: float, contrast: float, saturation: float) -> np.ndarray:
+  """(n_images, n_views, 4) random views: angle uniform in [-max_angle, max_angle], factors in [1-s, 1+s]."""
+  shape = (n_images, n_views)
+  return np.stack([rng.uniform(-max_angle, max_angle, shape),
+                   rng.uniform(1 - brightness, 1 + brightness, shape),
+                   rng.uniform(1 - contrast, 1 + contrast, shape),
+                   rng.uniform(1 - saturation, 1 + saturation, shape)], -1).astype(np.float32)
+
+
+def fixed_view_params(n_images: int, n_views: int) -> np.ndarray:
+  """DifferNet's evaluation views: rotations by k * 360 / n_views, no colour change."""
+  p = np.tile(np.asarray(IDENTITY_VIEW, np.float32), (n_views, 1))
+  p[:, 0] = np.arange(n_views) * 360.0 / n_views
+  return np.broadcast_to(p, (n_images, n_views, 4)).copy()
+
+
+def apply_view(image: jax.Array, p: jax.Array) -> jax.Array:
+  """One view of one float [0, 1] HWC image: rotate, then colour."""
+  x = transforms.rotate(image, p[0])
+  x = transforms.adjust_brightness(x, p[1])
+  x = transforms.adjust_contrast(x, p[2])
+  return transforms.adjust_saturation(x, p[3])
+
+
+def view_features(features_fn, params, images: jax.Array, view_params: jax.Array) -> jax.Array:
+  """(B, H, W, 3) uint8 images and (B, V, 4) views -> (B, V, D) features."""
+  x = images.astype(jnp.float32) / 255.0
+  views = jax.vmap(lambda im, ps: jax.vmap(lambda p: apply_view(im, p))(ps))(x, view_params)
+  b, v = views.shape[:2]
+  return features_fn(params, views.reshape((b * v,) + views.shape[2:])).reshape(b, v, -1)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(features_fn):
+  return jax.jit(functools.partial(view_features, features_fn))
+
+
+def extract(backbone, params, images: np.ndarray, view_params: np.ndarray, batch_images: int = 8,
+            log_every: float = 30.0, label: str = "") -> np.ndarray:
+  """Features of every view of every image, in fixed-size batches (padded) so one compile serves all."""
+  n, v = view_params.shape[:2]
+  out = np.zeros((n, v, backbone.feature_dim), np.float32)
+  fn = _jitted(backbone.features)
+  last = start = time.time()
+  for i in range(0, n, batch_images):
+    idx = np.arange(i, i + batch_images) % n  # pad the last batch by wrapping
+    feats = np.asarray(fn(params, jnp.asarray(images[idx]), jnp.asarray(view_params[idx])))
+    k = min(batch_images, n - i)
+    out[i:i + k] = feats[:k]
+    if time.time() - last > log_every:
+      last = time.time()
+      rate = (i + k) * v / (last - start)
+      print(f"  features {label}: {i + k}/{n} images ({rate:.0f} views/s, "
+            f"{(n - i - k) * v / max(rate, 1e-9):.0f} s left)", flush=True)
+  return out

@@ -1,0 +1,204 @@
+"""MAML over tasks drawn from the (shrinking) training set, generic over the model.
+
+The model enters only as `loss_fn(params, batch) -> scalar`, where `batch` is any pytree of arrays; in this
+project it is the cached backbone features of a task's images (plus an optional weight vector so that padded
+rows count zero) and the flow's NLL. The inner loop is plain SGD in a `lax.scan`; the outer (meta) gradient
+is averaged over a batch of tasks with `vmap` and over devices with `pmean`, then applied by an optax
+transformation that the caller builds (the method's meta lr goes there).
+
+A task is `task_size` images drawn without replacement from the images still kept; the first
+`support_size(task_size, query_fraction)` are the support set (inner loop), the rest the query set (outer
+loss). The paper publishes none of its MAML settings; the defaults below are those of the same group's later
+public code (CoMet): inner lr 1e-4, meta lr 2e-4, 5 inner steps, 4 tasks per meta-batch, 5-image tasks with
+30 % held out as the query, first-order updates.
+
+Tasks are a pytree `{'support': batch, 'query': batch}`; a batch of tasks stacks them on a leading axis.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+Params = Any
+Batch = Any  # pytree of arrays with a leading example axis
+Task = dict  # {'support': Batch, 'query': Batch}
+LossFn = Callable[[Params, Batch], jax.Array]
+# meta_objective(loss_fn, params, task, cfg) -> scalar, for ONE task (not batched); see `maml_objective`.
+MetaObjective = Callable[[LossFn, Params, Task, Any], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class MamlConfig:
+  """MAML settings. Any object with these attributes works too (an ml_collections ConfigDict does).
+
+  The paper gives none of them; the defaults are CoMet's (see the module docstring). `meta_lr` is not read
+  here: it is the default for the optax optimiser that the caller builds.
+  """
+  inner_lr: float = 1e-4
+  inner_steps: int = 5
+  first_order: bool = True
+  meta_lr: float = 2e-4
+  tasks_per_step: int = 4
+  task_size: int = 5
+  query_fraction: float = 0.3
+
+
+def adapt(loss_fn: LossFn, params: Params, support: Batch, inner_lr: float, inner_steps: int,
+          first_order: bool = True) -> Params:
+  """Inner loop: `inner_steps` SGD steps on the support set.
+
+  With `first_order` the inner gradient is a constant for the outer derivative (FOMAML): the outer gradient
+  is then the query gradient at the adapted parameters, and no second derivatives are formed.
+  """
+  def sgd_step(p, _):
+    g = jax.grad(loss_fn)(p, support)
+    if first_order:
+      g = jax.lax.stop_gradient(g)
+    return jax.tree.map(lambda w, gw: w - inner_lr * gw, p, g), None
+
+  params, _ = jax.lax.scan(sgd_step, params, None, length=inner_steps)
+  return params
+
+
+def maml_objective(loss_fn: LossFn, params: Params, task: Task, cfg) -> jax.Array:
+  """Default meta-objective: query loss of the parameters adapted on the support set.
+
+  This is the one function to replace to try another meta-objective: keep the signature
+  `(loss_fn, params, task, cfg) -> scalar` for one (unbatched) task and pass it as `meta_objective`.
+  """
+  adapted = adapt(loss_fn, params, task['support'], cfg.inner_lr, cfg.inner_steps, cfg.first_order)
+  return loss_fn(adapted, task['query'])
+
+
+def batched_meta_loss(loss_fn: LossFn, params: Params, tasks: Task, cfg,
+                      meta_objective: MetaObjective = maml_objective) -> jax.Array:
+  """Mean meta-objective over tasks stacked along the leading axis of every leaf of `tasks`."""
+  per_task = jax.vmap(lambda task: meta_objective(loss_fn, params, task, cfg))(tasks)
+  return jnp.mean(per_task)
+
+
+def make_meta_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, cfg,
+                   axis_name: str | None = 'tasks', meta_objective: MetaObjective = maml_objective):
+  """Per-device meta step `step(params, opt_state, tasks) -> (params, opt_state, metrics)`.
+
+  `tasks` is this device's share of the meta-batch; the loss and the outer gradient are `pmean`ed over
+  `axis_name`, so the step must run under `jax.shard_map` or `jax.pmap` binding that name (see
+  `sharded_meta_step`, `pmapped_meta_step`). With `axis_name=None` there are no collectives and the step can
+  be jitted directly (one device, all tasks).
+  """
+  def step(params, opt_state, tasks):
+    local = params
+    if axis_name is not None:
+      # Under shard_map (check_vma) the gradient w.r.t. replicated params would already be psummed over
+      # devices; marking them device-varying keeps it per-device, as under pmap, so the pmean is right.
+      local = jax.lax.pcast(params, axis_name, to='varying')
+    loss, grads = jax.value_and_grad(
+        lambda p: batched_meta_loss(loss_fn, p, tasks, cfg, meta_objective))(local)
+    if axis_name is not None:
+      loss, grads = jax.lax.pmean((loss, grads), axis_name)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
+
+  return step
+
+
+def task_mesh(axis_name: str = 'tasks', devices=None) -> jax.sharding.Mesh:
+  """1-D mesh over all (or the given) devices; Auto axes so jit moves host inputs onto it by itself."""
+  devices = jax.devices() if devices is None else devices
+  return jax.make_mesh((len(devices),), (axis_name,), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
+
+
+def sharded_meta_step(step, mesh: jax.sharding.Mesh | None = None, axis_name: str = 'tasks'):
+  """jit(shard_map(step)): tasks split along their leading axis, params and opt_state replicated.
+
+  The number of tasks must be a multiple of the number of devices. params and opt_state are donated: use
+  the returned ones.
+  """
+  mesh = task_mesh(axis_name) if mesh is None else mesh
+  mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(), P(axis_name)), out_specs=P())
+  jitted = jax.jit(mapped, donate_argnums=(0, 1))
+  replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P(axis_name))
+
+  def call(params, opt_state, tasks):
+    # Inputs placed as the outputs come back: jit's cache key then never changes (one trace, one compile).
+    params, opt_state = jax.device_put((params, opt_state), replicated)
+    return jitted(params, opt_state, jax.device_put(tasks, split))
+
+  return call
+
+
+def pmapped_meta_step(step, axis_name: str = 'tasks', devices=None):
+  """pmap(step) with the same call signature as `sharded_meta_step`: tasks (n_tasks, ...) are reshaped to
+  (n_devices, n_tasks // n_devices, ...); params and opt_state go in and come out unreplicated (donated)."""
+  devices = jax.local_devices() if devices is None else devices
+  n = len(devices)
+  mapped = jax.pmap(step, axis_name, in_axes=(None, None, 0), out_axes=None, devices=devices,
+                    donate_argnums=(0, 1))
+  # Where pmap (built on shard_map in JAX >= 0.8) leaves unmapped outputs; placing the inputs there too
+  # avoids a second trace on the second call. A mismatch costs one extra trace, never a wrong result.
+  replicated = NamedSharding(jax.sharding.Mesh(np.array(devices), (axis_name,)), P())
+
+  def call(params, opt_state, tasks):
+    def split(x):
+      if x.shape[0] % n:
+        raise ValueError(f'{x.shape[0]} tasks do not split over {n} devices')
+      return x.reshape(n, x.shape[0] // n, *x.shape[1:])
+    params, opt_state = jax.device_put((params, opt_state), replicated)
+    return mapped(params, opt_state, jax.tree.map(split, tasks))
+
+  return call
+
+
+def parallel_meta_step(step, parallel: str = 'shard_map', axis_name: str = 'tasks'):
+  """`sharded_meta_step` (default) or `pmapped_meta_step` by name, e.g. from a config string."""
+  if parallel == 'shard_map':
+    return sharded_meta_step(step, axis_name=axis_name)
+  if parallel == 'pmap':
+    return pmapped_meta_step(step, axis_name=axis_name)
+  raise ValueError(f"parallel must be 'shard_map' or 'pmap', got {parallel!r}")
+
+
+def support_size(task_size: int, query_fraction: float) -> int:
+  """round(task_size * (1 - query_fraction)), halves rounded up (5 images, 30 % query -> 4 + 1)."""
+  n_support = int(np.floor(task_size * (1 - query_fraction) + 0.5))
+  if not 1 <= n_support < task_size:
+    raise ValueError(f'task_size={task_size}, query_fraction={query_fraction} leaves an empty support or query')
+  return n_support
+
+
+def sample_tasks(rng, kept, n_tasks: int, task_size: int, query_fraction: float):
+  """Index arrays (n_tasks, n_support), (n_tasks, n_query) into the full training set.
+
+  `kept` is a boolean mask over the training set, an index array of the kept images, or their count (all
+  kept). Each task draws `task_size` kept images without replacement (tasks may share images); the shapes
+  depend only on the arguments, never on how many images are kept, so removing images recompiles nothing.
+  `rng` is a `np.random.Generator`, a seed, or a JAX key; sampling happens on the host.
+  """
+  kept = np.asarray(kept)
+  if kept.dtype == bool:
+    kept = np.flatnonzero(kept)
+  elif kept.ndim == 0:
+    kept = np.arange(int(kept))
+  if len(kept) < task_size:
+    raise ValueError(f'only {len(kept)} images kept, a task needs {task_size}')
+  if isinstance(rng, jax.Array):
+    rng = jax.random.key_data(rng) if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
+    rng = np.asarray(rng)
+  rng = np.random.default_rng(rng)
+  n_support = support_size(task_size, query_fraction)
+  idx = np.stack([rng.choice(kept, task_size, replace=False) for _ in range(n_tasks)]).astype(np.int32)
+  return idx[:, :n_support], idx[:, n_support:]
+
+
+def gather_tasks(data: Batch, support_idx, query_idx) -> Task:
+  """Stacked tasks {'support': data[support_idx], 'query': data[query_idx]} from per-image data."""
+  return {'support': jax.tree.map(lambda x: x[support_idx], data),
+          'query': jax.tree.map(lambda x: x[query_idx], data)}

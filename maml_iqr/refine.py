@@ -1,0 +1,101 @@
+"""The IQR rejection rule and the host-side refinement controller.
+
+The controller owns no model: each iteration it asks a method-specific `fit(kept, iteration)` for flow params
+(MAML meta-training + adaptation, or plain training for the `iterative` baseline), scores every remaining
+training image and the validation set with the jitted scorer, applies T = Q3 + k * IQR with numpy, logs what it
+removed, and decides whether to stop. State lives in a `RefineState` that checkpoints after every iteration.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from maml_iqr import metrics
+
+
+def iqr_threshold(scores: np.ndarray, k: float) -> float:
+  """T = Q3 + k * (Q3 - Q1) of the scores (numpy's linear-interpolation quartiles)."""
+  q1, q3 = np.percentile(scores, [25, 75])
+  return float(q3 + k * (q3 - q1))
+
+
+def select_removals(scores: np.ndarray, kept: np.ndarray, k: float, n_original: int, max_per_iteration: float,
+                    max_total: float, min_kept: int) -> tuple[float, np.ndarray]:
+  """Indices (into the full set) to remove this iteration, highest scores first, within every guard.
+
+  `scores` holds one score per training image (entries not in `kept` are ignored). Guards: at most
+  `max_per_iteration` of the current set, at most `max_total` of the original set over the whole run, and the
+  set never falls below `min_kept` images.
+  """
+  kept_idx = np.flatnonzero(kept)
+  s = scores[kept_idx]
+  threshold = iqr_threshold(s, k)
+  over = kept_idx[s > threshold]
+  over = over[np.argsort(-scores[over], kind="stable")]
+  budget = min(int(np.floor(max_per_iteration * len(kept_idx))),
+               int(np.floor(max_total * n_original)) - (n_original - len(kept_idx)),
+               len(kept_idx) - min_kept)
+  return threshold, np.sort(over[:max(budget, 0)])
+
+
+@dataclasses.dataclass
+class RefineState:
+  """Everything the controller needs to resume: the kept mask, the iteration reached, the history so far."""
+  kept: np.ndarray
+  iteration: int = 0
+  history: list = dataclasses.field(default_factory=list)
+  best_iteration: int = -1
+  best_val_auroc: float = -1.0
+  stop_reason: str = ""
+
+  @property
+  def done(self) -> bool:
+    return bool(self.stop_reason)
+
+  def final_kept(self) -> np.ndarray:
+    """The set the final detector trains on.
+
+    Stopped because validation AUROC stalled: the set whose scoring model validated best (later removals did
+    not help). Stopped because nothing was removed or at the iteration cap: the set after the last removal.
+    """
+    if self.stop_reason == "stalled":
+      return np.asarray(self.history[self.best_iteration]["kept_before"], bool)
+    return self.kept
+
+
+def refine_step(state: RefineState, train_scores: np.ndarray, val_labels: np.ndarray, val_scores: np.ndarray,
+                injected: np.ndarray, ids: tuple[str, ...], r) -> RefineState:
+  """Applies one iteration's IQR removal and the stopping rules (r = config.refine); returns the new state."""
+  n = len(state.kept)
+  threshold, removed = select_removals(train_scores, state.kept, r.k, n, r.max_remove_per_iteration,
+                                       r.max_remove_total, r.min_kept)
+  val_auroc = metrics.auroc(val_labels, val_scores) if len(np.unique(val_labels)) == 2 else float("nan")
+  kept = state.kept.copy()
+  kept[removed] = False
+  entry = {
+      "iteration": state.iteration,
+      "threshold": threshold,
+      "n_kept_before": int(state.kept.sum()),
+      "n_removed": int(len(removed)),
+      "n_kept": int(kept.sum()),
+      "removed_injected": int(injected[removed].sum()),
+      "removed_good": int((~injected[removed]).sum()),
+      "injected_left": int((injected & kept).sum()),
+      "val_auroc": val_auroc,
+      "removed_ids": [ids[i] for i in removed],
+      "kept_before": state.kept.astype(int).tolist(),
+      "scores": [round(float(x), 6) for x in train_scores[state.kept]],
+      "scores_injected": injected[state.kept].astype(int).tolist(),
+  }
+  best_iteration, best = state.best_iteration, state.best_val_auroc
+  if np.isnan(val_auroc) or val_auroc > best:
+    best_iteration, best = state.iteration, (best if np.isnan(val_auroc) else val_auroc)
+  reason = ""
+  if state.iteration - best_iteration >= r.patience:
+    reason = "stalled"
+  elif len(removed) == 0:
+    reason = "nothing_removed"
+  elif state.iteration + 1 >= r.max_iterations:
+    reason = "max_iterations"
+  return RefineState(kept, state.iteration + 1, state.history + [entry], best_iteration, best, reason)

@@ -1,0 +1,250 @@
+"""One run: read and contaminate the data, cache features, clean the training set, train and test the detector.
+
+`train_and_evaluate(config, workdir)` is what `launch.main` calls. Methods share everything but the cleaning:
+  differnet  train on the noisy set as it is
+  one_shot   one IQR removal, scored by a detector trained on the noisy set
+  iterative  IQR removal repeated, each time scored by a freshly trained flow (the predecessor paper, IRP)
+  maml_iqr   IQR removal repeated, scored by a MAML meta-learned flow adapted to the kept set (the method)
+Every refinement iteration checkpoints; a killed run started again with the same --workdir resumes there.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from maml_iqr import config_check, detector, maml, metrics, report
+from maml_iqr import features as features_lib
+from maml_iqr.checkpoint import Checkpointer
+from maml_iqr.data import readers
+from maml_iqr.data.contamination import contaminate
+from maml_iqr.io import write_atomic, write_json
+from maml_iqr.models import backbones
+from maml_iqr.refine import RefineState, refine_step
+
+
+def _rng(config, *stage) -> np.random.Generator:
+  """An independent, reproducible host RNG per stage, so no RNG state needs checkpointing."""
+  return np.random.default_rng([config.seed, *stage])
+
+
+def _fingerprint(*parts) -> str:
+  return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _log(message: str) -> None:
+  print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def cached_features(config, workdir, backbone, bparams, split) -> dict[str, np.ndarray]:
+  """Features of random train views (reused every epoch) and of the fixed evaluation views of every set."""
+  t = config.train
+  key = _fingerprint(config.data.to_dict(), config.noise.to_dict(), config.seed, config.backbone.to_dict(),
+                     [t.n_cached_views, t.max_angle, t.brightness, t.contrast, t.saturation], config.score.n_views)
+  path = os.path.join(workdir, f"features_{key}.npz")
+  if os.path.exists(path):
+    try:
+      with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+    except Exception as e:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
+      print(f"WARNING: feature cache {path} is unreadable ({e}); recomputing it", flush=True)
+  views = features_lib.random_view_params(_rng(config, 1), len(split.train), t.n_cached_views, t.max_angle,
+                                          t.brightness, t.contrast, t.saturation)
+  out = {"train_views": views,
+         "train": features_lib.extract(backbone, bparams, split.train.images, views, label="train")}
+  for name, s in (("train_eval", split.train), ("val", split.val), ("test", split.test)):
+    fixed = features_lib.fixed_view_params(len(s), config.score.n_views)
+    out[name] = features_lib.extract(backbone, bparams, s.images, fixed, label=name)
+  buf = io.BytesIO()
+  np.savez(buf, **out)
+  write_atomic(path, buf.getvalue())
+  return out
+
+
+def train_detector(config, flow, feats, kept, epochs, stage, params=None):
+  """DifferNet training on the kept images' cached views; `params=None` starts from a fresh init."""
+  params = detector.init_params(flow, config.seed) if params is None else params
+  params, _, losses = detector.train(flow, params, detector.make_optimizer(config.train), feats,
+                                     np.flatnonzero(kept), epochs, _rng(config, *stage), config.train,
+                                     label=f"{'/'.join(map(str, stage))}")
+  return params, losses
+
+
+def meta_train(config, flow, feats, kept, params, iteration):
+  """MAML on tasks of kept images (each image brings all its cached views); returns meta-params, losses."""
+  m = config.maml
+  meta_opt = ml_collections.ConfigDict(config.train.to_dict())
+  meta_opt.lr = m.meta_lr
+  optimizer = detector.make_optimizer(meta_opt)
+  loss = lambda p, x: detector.loss_fn(flow, p, x.reshape(-1, x.shape[-1]))
+  step = maml.parallel_meta_step(maml.make_meta_step(loss, optimizer, m_cfg(config)))
+  opt_state = optimizer.init(params)
+  kept_idx = np.flatnonzero(kept)
+  n_dev = jax.device_count()
+  n_tasks = -(-m.tasks_per_batch // n_dev) * n_dev  # a multiple of the device count
+  steps = m.meta_epochs * max(1, -(-len(kept_idx) // (n_tasks * m.task_size)))
+  rng = _rng(config, 3, iteration)
+  losses = []
+  for i in range(steps):
+    s_idx, q_idx = maml.sample_tasks(rng, kept_idx, n_tasks, m.task_size, m.query_fraction)
+    params, opt_state, out = step(params, opt_state, maml.gather_tasks(feats, s_idx, q_idx))
+    losses.append(float(out["loss"]))
+    if not np.isfinite(losses[-1]):
+      raise FloatingPointError(f"MAML meta-training: the meta-loss became non-finite at step {i}; lower "
+                               "--config.maml.meta_lr or --config.maml.inner_lr")
+  return params, losses
+
+
+def m_cfg(config) -> maml.MamlConfig:
+  m = config.maml
+  return maml.MamlConfig(inner_lr=m.inner_lr, inner_steps=m.inner_steps, first_order=m.first_order,
+                         meta_lr=m.meta_lr, tasks_per_step=m.tasks_per_batch, task_size=m.task_size,
+                         query_fraction=m.query_fraction)
+
+
+def adapt_to_set(config, flow, meta_params, feats, kept, iteration):
+  """The meta-learned flow adapted with the inner loop on the kept set (one support batch per inner step)."""
+  m = config.maml
+  rng = _rng(config, 4, iteration)
+  idx = rng.choice(np.flatnonzero(kept), size=min(int(kept.sum()), 64), replace=False)
+  loss = lambda p, x: detector.loss_fn(flow, p, x.reshape(-1, x.shape[-1]))
+  adapt = jax.jit(lambda p, x: maml.adapt(loss, p, x, m.inner_lr, m.inner_steps, True))
+  return adapt(meta_params, feats[idx])
+
+
+def scoring_params(config, flow, feats, kept, iteration, state_params):
+  """Flow params that score the training images in one refinement iteration, per method."""
+  if config.method == "maml_iqr":
+    meta, _ = meta_train(config, flow, feats, kept, state_params, iteration)
+    return meta, adapt_to_set(config, flow, meta, feats, kept, iteration)
+  if config.method == "iterative":
+    params, _ = train_detector(config, flow, feats, kept, config.refine.score_epochs, (2, iteration))
+    return state_params, params
+  # one_shot: the detector trained on the noisy set, at the full schedule
+  params, _ = train_detector(config, flow, feats, kept, config.train.meta_epochs * config.train.sub_epochs,
+                             (2, iteration))
+  return state_params, params
+
+
+def refine(config, workdir, flow, feats, split) -> RefineState:
+  """The refinement loop, resumable from the last completed iteration."""
+  n = len(split.train)
+  injected = np.isin(np.asarray(split.train.ids), np.asarray(split.injected_ids)) if split.n_injected else \
+      np.zeros(n, bool)
+  state = RefineState(np.ones(n, bool))
+  params = detector.init_params(flow, config.seed)  # meta-parameters carried across iterations (maml_iqr)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "refine"))
+  restored = ckpt.restore_latest(params)
+  if restored is not None:
+    step, params, meta = restored
+    state = RefineState(np.asarray(meta["kept"], bool), meta["iteration"], meta["history"],
+                        meta["best_iteration"], meta["best_val_auroc"], meta["stop_reason"])
+    _log(f"resumed refinement after iteration {step} ({int(state.kept.sum())} images kept)")
+  r = config.refine
+  if config.method == "one_shot":
+    r = ml_collections.ConfigDict(r.to_dict())
+    r.max_iterations = 1
+  while not state.done:
+    t0 = time.time()
+    params, scorer_params = scoring_params(config, flow, feats["train"], state.kept, state.iteration, params)
+    train_scores = detector.score(flow, scorer_params, feats["train_eval"], config.score.kind)
+    val_scores = detector.score(flow, scorer_params, feats["val"], config.score.kind)
+    if not np.all(np.isfinite(train_scores)):
+      raise FloatingPointError("refinement: non-finite training scores; the last good checkpoint is kept")
+    state = refine_step(state, train_scores, split.val.labels, val_scores, injected, split.train.ids, r)
+    h = state.history[-1]
+    h["seconds"] = round(time.time() - t0, 2)
+    _log(f"refine iteration {h['iteration']}: threshold {h['threshold']:.4f}, removed {h['n_removed']} "
+         f"({h['removed_injected']} injected, {h['removed_good']} good), kept {h['n_kept']}, "
+         f"val AUROC {h['val_auroc']:.4f}{', stop: ' + state.stop_reason if state.done else ''}")
+    ckpt.save(state.iteration, params, {"kept": state.kept.astype(int).tolist(), "iteration": state.iteration,
+                                        "history": state.history, "best_iteration": state.best_iteration,
+                                        "best_val_auroc": state.best_val_auroc, "stop_reason": state.stop_reason})
+  ckpt.close()
+  return state, params
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  config_check.validate(config)
+  config_check.check_workdir(workdir)
+  timings, start = {}, time.time()
+  backbone = backbones.get_backbone(config.backbone.name, config.backbone.weights_path or None)
+  bparams = backbone.load()
+  dataset = readers.read(config.data, backbone.input_size)
+  split = contaminate(dataset, config.noise.ratio, config.noise.mode, config.noise.overlap, config.seed,
+                      config.noise.on_shortage, config.noise.val_fraction)
+  timings["data_s"] = round(time.time() - start, 2)
+  _log(dataset.summary())
+  _log(f"contamination: {split.summary()}")
+  results = {
+      "dataset": dataset.name, "category": dataset.category, "method": config.method, "seed": config.seed,
+      "backbone": backbone.name, "noise": {"ratio": config.noise.ratio, "mode": config.noise.mode,
+                                           "overlap": config.noise.overlap},
+      "contamination": split.summary(), "injected_ids": list(split.injected_ids), "status": "data",
+      "config": config.to_dict(), "timings": timings,
+  }
+  write_json(os.path.join(workdir, "results.json"), results)
+
+  t = time.time()
+  feats = cached_features(config, workdir, backbone, bparams, split)
+  timings["features_s"] = round(time.time() - t, 2)
+  flow = detector.make_flow(config, backbone.feature_dim)
+  train_feats = jnp.asarray(feats["train"])
+  feats = dict(feats, train=train_feats)
+
+  t = time.time()
+  history, stop_reason = [], ""
+  kept = np.ones(len(split.train), bool)
+  meta_params = None
+  if config.method != "differnet":
+    state, meta_params = refine(config, workdir, flow, feats, split)
+    history, stop_reason, kept = state.history, state.stop_reason, state.final_kept()
+  timings["refine_s"] = round(time.time() - t, 2)
+
+  t = time.time()
+  epochs = config.train.meta_epochs * config.train.sub_epochs
+  init = meta_params if config.method == "maml_iqr" and config.maml.init_final_from_meta else None
+  _log(f"training the final detector on {int(kept.sum())} images for {epochs} epochs")
+  params, losses = train_detector(config, flow, train_feats, kept, epochs, (5,), init)
+  timings["final_train_s"] = round(time.time() - t, 2)
+  t = time.time()
+  test_scores = detector.score(flow, params, feats["test"], config.score.kind)
+  timings["test_s"] = round(time.time() - t, 2)
+  timings["total_s"] = round(time.time() - start, 2)
+  labels = split.test.labels
+  injected = np.isin(np.asarray(split.train.ids), np.asarray(split.injected_ids))
+  results.update({
+      "status": "done",
+      "auroc": metrics.auroc(labels, test_scores), "aupr": metrics.aupr(labels, test_scores),
+      "f1_max": metrics.f1_max(labels, test_scores),
+      "n_final_train": int(kept.sum()),
+      "removal": {"n_removed": int((~kept).sum()), "removed_injected": int((injected & ~kept).sum()),
+                  "removed_good": int((~injected & ~kept).sum()),
+                  "recall": float((injected & ~kept).sum() / max(injected.sum(), 1)) if injected.any() else None,
+                  "precision": float((injected & ~kept).sum() / max((~kept).sum(), 1)) if (~kept).any() else None,
+                  "good_lost": float((~injected & ~kept).sum() / max((~injected).sum(), 1))},
+      "stop_reason": stop_reason,
+      "refinement": [{k: v for k, v in h.items() if k not in ("kept_before",)} for h in history],
+      "final_train_loss": float(np.mean(losses[-max(1, len(losses) // 10):])) if len(losses) else None,
+      "test_scores": [round(float(s), 6) for s in test_scores], "test_labels": labels.tolist(),
+  })
+  write_json(os.path.join(workdir, "results.json"), results)
+  report.write(workdir, results)
+  return results
+
+
+def main(config, workdir: str) -> None:
+  try:
+    results = train_and_evaluate(config, workdir)
+  except (config_check.ConfigError, readers.DataError, FloatingPointError) as e:
+    raise SystemExit(f"error: {e}") from None
+  _log(f"done: {results['method']} on {results['dataset']}/{results['category']} at noise "
+       f"{results['noise']['ratio']}: test AUROC {results['auroc']:.4f}; results in {workdir}/results.json, "
+       f"report in {workdir}/report.md")

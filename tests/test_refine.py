@@ -1,0 +1,54 @@
+import ml_collections
+import numpy as np
+import pytest
+
+from maml_iqr.refine import RefineState, iqr_threshold, refine_step, select_removals
+
+
+def _cfg(**kw):
+  c = ml_collections.ConfigDict(dict(k=1.5, max_remove_per_iteration=1.0, max_remove_total=1.0, min_kept=1,
+                                     patience=1, max_iterations=5))
+  c.update(kw)
+  return c
+
+
+def test_iqr_threshold_known_value():
+  # the seed's quick check: [1..9, 100] -> Q1 3.25, Q3 7.75, IQR 4.5, T = 7.75 + 1.5 * 4.5 = 14.5
+  assert iqr_threshold(np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 100.0]), 1.5) == pytest.approx(14.5)
+
+
+def test_removes_only_above_threshold_and_respects_guards():
+  scores = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 100, 200, 300.0])
+  kept = np.ones(12, bool)
+  t, removed = select_removals(scores, kept, 1.5, 12, 1.0, 1.0, 1)
+  assert list(removed) == [9, 10, 11]
+  _, removed = select_removals(scores, kept, 1.5, 12, 2 / 12, 1.0, 1)   # at most 2 this iteration
+  assert list(removed) == [10, 11]
+  _, removed = select_removals(scores, kept, 1.5, 12, 1.0, 1.0, 11)     # never below 11 kept
+  assert list(removed) == [11]
+  kept[:2] = False                                                       # 2 of 12 already gone
+  _, removed = select_removals(scores, kept, 1.5, 12, 1.0, 3 / 12, 1)   # total cap 3 -> 1 more
+  assert list(removed) == [11]
+
+
+def test_controller_history_and_stopping():
+  n = 20
+  injected = np.zeros(n, bool)
+  injected[-2:] = True
+  ids = tuple(f"i{j}" for j in range(n))
+  scores = np.r_[np.linspace(0, 1, n - 3), 1.1, 50.0, 60.0]  # one good outlier-ish, two injected far out
+  state = RefineState(np.ones(n, bool))
+  val_labels = np.array([0, 0, 1, 1])
+  state = refine_step(state, scores, val_labels, np.array([0.1, 0.2, 0.3, 0.4]), injected, ids, _cfg())
+  h = state.history[0]
+  assert (h["n_removed"], h["removed_injected"], h["removed_good"], h["injected_left"]) == (2, 2, 0, 0)
+  assert h["removed_ids"] == ["i18", "i19"] and h["val_auroc"] == 1.0 and not state.done
+  # second iteration: worse validation AUROC -> stalled; the final set is the one that validated best
+  state = refine_step(state, scores, val_labels, np.array([0.4, 0.3, 0.2, 0.1]), injected, ids, _cfg())
+  assert state.stop_reason == "stalled" and state.final_kept().all()
+
+
+def test_stops_when_nothing_removed():
+  state = refine_step(RefineState(np.ones(8, bool)), np.arange(8.0), np.array([0, 1]), np.array([0.0, 1.0]),
+                      np.zeros(8, bool), tuple("abcdefgh"), _cfg())
+  assert state.stop_reason == "nothing_removed" and state.final_kept().all()
