@@ -28,10 +28,23 @@ def init_params(flow: flow_lib.Flow, seed: int):
   return flow.init(jax.random.key(seed), jnp.zeros((1, flow.dim), jnp.float32))
 
 
+def optimizer_key(t) -> tuple:
+  """The optimiser's settings as a hashable key (so jitted steps can be cached per setting)."""
+  return (t.lr, t.b1, t.b2, t.eps, t.weight_decay)
+
+
+@functools.lru_cache(maxsize=None)
+def _optimizer(lr, b1, b2, eps, weight_decay) -> optax.GradientTransformation:
+  return optax.chain(optax.add_decayed_weights(weight_decay), optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+                     optax.scale(-lr))
+
+
 def make_optimizer(t) -> optax.GradientTransformation:
-  """DifferNet's torch.optim.Adam(lr, betas, eps, weight_decay): L2 is added to the gradient, not AdamW."""
-  return optax.chain(optax.add_decayed_weights(t.weight_decay), optax.scale_by_adam(b1=t.b1, b2=t.b2, eps=t.eps),
-                     optax.scale(-t.lr))
+  """DifferNet's torch.optim.Adam(lr, betas, eps, weight_decay): L2 is added to the gradient, not AdamW.
+
+  The same settings give the same object, so the jitted steps built on it are reused, never recompiled.
+  """
+  return _optimizer(*optimizer_key(t))
 
 
 def loss_fn(flow: flow_lib.Flow, params, x: jax.Array) -> jax.Array:

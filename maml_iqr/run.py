@@ -9,6 +9,7 @@ Every refinement iteration checkpoints; a killed run started again with the same
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -77,14 +78,32 @@ def train_detector(config, flow, feats, kept, epochs, stage, params=None):
   return params, losses
 
 
+@functools.lru_cache(maxsize=None)
+def _meta_step(flow, cfg: maml.MamlConfig, t: tuple):
+  """The jitted, device-parallel meta step; cached so that refinement iterations reuse one compile."""
+  optimizer = detector.make_optimizer(ml_collections.ConfigDict(dict(t)))  # cached: same object per setting
+  loss = lambda p, x: detector.loss_fn(flow, p, x.reshape(-1, x.shape[-1]))
+  return optimizer, maml.parallel_meta_step(maml.make_meta_step(loss, optimizer, cfg))
+
+
+@functools.lru_cache(maxsize=None)
+def _adapt(flow, cfg: maml.MamlConfig):
+  loss = lambda p, x: detector.loss_fn(flow, p, x.reshape(-1, x.shape[-1]))
+  return jax.jit(lambda p, x: maml.adapt(loss, p, x, cfg.inner_lr, cfg.inner_steps, True))
+
+
+def _maml_config(config) -> maml.MamlConfig:
+  m = config.maml
+  return maml.MamlConfig(inner_lr=m.inner_lr, inner_steps=m.inner_steps, first_order=m.first_order,
+                         meta_lr=m.meta_lr, tasks_per_step=m.tasks_per_batch, task_size=m.task_size,
+                         query_fraction=m.query_fraction)
+
+
 def meta_train(config, flow, feats, kept, params, iteration):
   """MAML on tasks of kept images (each image brings all its cached views); returns meta-params, losses."""
   m = config.maml
-  meta_opt = ml_collections.ConfigDict(config.train.to_dict())
-  meta_opt.lr = m.meta_lr
-  optimizer = detector.make_optimizer(meta_opt)
-  loss = lambda p, x: detector.loss_fn(flow, p, x.reshape(-1, x.shape[-1]))
-  step = maml.parallel_meta_step(maml.make_meta_step(loss, optimizer, m_cfg(config)))
+  meta_opt = dict(config.train.to_dict(), lr=m.meta_lr)
+  optimizer, step = _meta_step(flow, _maml_config(config), tuple(sorted(meta_opt.items())))
   opt_state = optimizer.init(params)
   kept_idx = np.flatnonzero(kept)
   n_dev = jax.device_count()
@@ -102,21 +121,14 @@ def meta_train(config, flow, feats, kept, params, iteration):
   return params, losses
 
 
-def m_cfg(config) -> maml.MamlConfig:
-  m = config.maml
-  return maml.MamlConfig(inner_lr=m.inner_lr, inner_steps=m.inner_steps, first_order=m.first_order,
-                         meta_lr=m.meta_lr, tasks_per_step=m.tasks_per_batch, task_size=m.task_size,
-                         query_fraction=m.query_fraction)
+ADAPT_IMAGES = 64  # images in the adaptation batch (drawn with replacement when fewer are kept: fixed shape)
 
 
 def adapt_to_set(config, flow, meta_params, feats, kept, iteration):
-  """The meta-learned flow adapted with the inner loop on the kept set (one support batch per inner step)."""
-  m = config.maml
-  rng = _rng(config, 4, iteration)
-  idx = rng.choice(np.flatnonzero(kept), size=min(int(kept.sum()), 64), replace=False)
-  loss = lambda p, x: detector.loss_fn(flow, p, x.reshape(-1, x.shape[-1]))
-  adapt = jax.jit(lambda p, x: maml.adapt(loss, p, x, m.inner_lr, m.inner_steps, True))
-  return adapt(meta_params, feats[idx])
+  """The meta-learned flow adapted by the inner loop on a batch of the kept set."""
+  kept_idx = np.flatnonzero(kept)
+  idx = _rng(config, 4, iteration).choice(kept_idx, size=ADAPT_IMAGES, replace=len(kept_idx) < ADAPT_IMAGES)
+  return _adapt(flow, _maml_config(config))(meta_params, feats[idx])
 
 
 def scoring_params(config, flow, feats, kept, iteration, state_params):

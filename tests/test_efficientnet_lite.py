@@ -89,3 +89,23 @@ def test_registry_alexnet():
       2, 768)
   with pytest.raises(ValueError, match='unknown backbone'):
     backbones.get_backbone('resnet')
+
+
+def test_fast_depthwise_matches_grouped_conv(params, chelsea):
+  # Small odd-sized input: every stride-2 SAME padding is uneven somewhere.
+  images = jnp.concatenate(
+      [chelsea[:, :99, :101], chelsea[:, 50:149, 60:161] ** 2], axis=0)
+  fast = jax.jit(functools.partial(enet.features, stages=ALL_STAGES))(
+      params, images)
+  reference = jax.jit(functools.partial(
+      enet._features_reference, stages=ALL_STAGES))(params, images)
+  np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_micro_batches_match_one_batch(params, chelsea):
+  images = jnp.concatenate(
+      [chelsea, chelsea[:, ::-1], chelsea[:, :, ::-1]], axis=0)[:, :64, :64]
+  whole = enet._features(params, images, enet.DEFAULT_STAGES, micro_batch=0)
+  split = enet._features(params, images, enet.DEFAULT_STAGES, micro_batch=2)
+  assert split.shape == (3, 472)
+  np.testing.assert_allclose(split, whole, rtol=1e-4, atol=1e-4)

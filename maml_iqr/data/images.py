@@ -93,6 +93,7 @@ def list_images(folder: str) -> list[str]:
 
 
 def _open(path: str) -> Image.Image:
+  """Opens and decodes `path` upright; every failure becomes one DataError naming the file and the remedy."""
   if not os.path.isfile(path):
     raise DataError(f"{path}: image file not found")
   if os.path.getsize(path) == 0:
@@ -100,20 +101,50 @@ def _open(path: str) -> Image.Image:
   try:
     with Image.open(path) as im:
       im.load()  # decode now so truncation shows here, not later
-      return ImageOps.exif_transpose(im)
-  except Exception as e:  # PIL raises many types for broken files
+      try:
+        return ImageOps.exif_transpose(im)
+      except Exception:  # broken EXIF, intact pixels: keep them as stored rather than reject the image
+        return im.copy()
+  except Image.DecompressionBombError as e:
+    raise DataError(f"{path}: image is too large to load safely ({e}); downscale it (every image is resized to "
+                    "the backbone's input size anyway) or remove it") from None
+  except PermissionError:
+    raise DataError(f"{path}: permission denied; make the file readable or remove it") from None
+  except MemoryError:
+    raise DataError(f"{path}: not enough memory to decode this image; downscale it or remove it") from None
+  except Exception as e:  # PIL raises many types for broken files (OSError, SyntaxError, struct.error, ...)
     raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e}); the file is corrupt, truncated or "
                     "not an image: delete or replace it") from None
 
 
+def _scale_to_8bit(im: Image.Image) -> Image.Image:
+  """High bit-depth (I;16, I, F) to L by a fixed range, not each image's own, so that images stay comparable.
+
+  16-bit modes map 0..65535 to 0..255. I and F data use the smallest of [0, 1] (F only), [0, 255], [0, 65535]
+  that holds it; only data outside all of them is stretched by its own range. NaN and inf read as 0.
+  """
+  a = np.asarray(im, dtype=np.float64)
+  a = np.where(np.isfinite(a), a, 0.0)
+  lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+  if im.mode.startswith("I;16"):
+    lo, top = 0.0, 65535.0
+  elif im.mode == "F" and lo >= 0.0 and hi <= 1.0:
+    lo, top = 0.0, 1.0
+  elif lo >= 0.0 and hi <= 255.0:
+    lo, top = 0.0, 255.0
+  elif lo >= 0.0 and hi <= 65535.0:
+    lo, top = 0.0, 65535.0
+  else:
+    top = hi
+  a = np.zeros_like(a) if top <= lo else (a - lo) / (top - lo) * 255.0
+  return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), mode="L")
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
-  """Any PIL mode (1, L, P, RGBA, I;16, I, F, CMYK) to 8-bit RGB; 16-bit data is scaled by its own range."""
-  if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-    a = np.asarray(im, dtype=np.float64)
-    lo, hi = float(a.min()), float(a.max())
-    a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
-    im = Image.fromarray(np.round(a).astype(np.uint8), mode="L")
-  if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+  """Any PIL mode (1, L, P, RGBA, I;16, I, F, CMYK) to 8-bit RGB; transparency is composited on black."""
+  if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+    im = _scale_to_8bit(im)
+  if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
     im = im.convert("RGBA")
     background = Image.new("RGBA", im.size, (0, 0, 0, 255))
     im = Image.alpha_composite(background, im)
@@ -124,7 +155,11 @@ def load_image(path: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
   """Reads `path` as (size, size, 3) uint8 RGB (plain resize, aspect not kept, as DifferNet) and its original (w, h)."""
   im = _open(path)
   original = im.size
-  im = _to_rgb(im).resize((size, size), Image.BILINEAR)
+  try:
+    im = _to_rgb(im).resize((size, size), Image.BILINEAR)
+  except Exception as e:  # an exotic mode (e.g. a TIFF with 2 float channels) PIL cannot turn into RGB
+    raise DataError(f"{path}: cannot convert image mode {im.mode!r} to RGB ({type(e).__name__}: {e}); save it "
+                    "as 8-bit grey or RGB PNG") from None
   return np.asarray(im, dtype=np.uint8), original
 
 
@@ -134,7 +169,14 @@ def load_mask(path: str, size: int, image_size: tuple[int, int]) -> np.ndarray:
   if im.size != image_size:
     raise DataError(f"{path}: mask is {im.size[0]}x{im.size[1]} but its image is {image_size[0]}x{image_size[1]}; "
                     "a mask must have the size of its image")
-  a = np.asarray(im.convert("L").resize((size, size), Image.NEAREST))
+  try:
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):  # any non-zero value is a defect, however small
+      a = np.asarray(im, dtype=np.float64)
+      im = Image.fromarray(((np.isfinite(a) & (a != 0)) * 255).astype(np.uint8), mode="L")
+    a = np.asarray(im.convert("L").resize((size, size), Image.NEAREST))
+  except Exception as e:
+    raise DataError(f"{path}: cannot convert mask mode {im.mode!r} to grey ({type(e).__name__}: {e}); save it "
+                    "as an 8-bit grey PNG (0 good, non-zero defect)") from None
   return a > 0
 
 

@@ -174,14 +174,18 @@ def read_folder(good_dir: str, defective_dir: str | None, size: int, test_fracti
   good_paths = list_images(good_dir)
   if len(good_paths) < 2:
     raise DataError(f"{good_dir}: found {len(good_paths)} good images; need at least 2 (one to train, one to test)")
+  if defective_dir and os.path.realpath(defective_dir) == os.path.realpath(good_dir):
+    raise DataError(f"{defective_dir}: the defective folder is the good folder; put defective images in their own "
+                    "folder")
   bad_paths = list_images(defective_dir) if defective_dir else []
   if not 0.0 <= test_fraction < 1.0:
     raise DataError(f"data.test_fraction={test_fraction}: expected a value in [0, 1)")
   order = np.random.default_rng(seed).permutation(len(good_paths))
-  n_test = int(round(test_fraction * len(good_paths)))
+  n_test = min(int(round(test_fraction * len(good_paths))), len(good_paths) - 1)  # keep a training image
   test_good = sorted(good_paths[i] for i in order[:n_test])
   train_good = sorted(good_paths[i] for i in order[n_test:])
-  root = os.path.commonpath([good_dir] + ([defective_dir] if defective_dir else []))
+  # abspath: commonpath refuses a mix of absolute and relative folders
+  root = os.path.commonpath([os.path.abspath(good_dir)] + ([os.path.abspath(defective_dir)] if defective_dir else []))
   train = _image_set(root, train_good, [0] * len(train_good), size)
   test = _image_set(root, test_good + bad_paths, [0] * len(test_good) + [1] * len(bad_paths), size)
   return Dataset("folder", os.path.basename(os.path.normpath(good_dir)), train, test)
