@@ -9,6 +9,7 @@ def base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0                     # seeds the noise split, the flow init, the views and MAML tasks
   c.method = "maml_iqr"          # differnet | one_shot | iterative | maml_iqr
+  c.cache_dir = ""               # feature cache shared by runs of one dataset; default <workdir>/cache
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "elpv"           # mvtec | ksdd2 | magnetic_tile | elpv | folder
@@ -48,7 +49,8 @@ def base() -> ml_collections.ConfigDict:
   c.train.batch_size = 24        # images per batch, each with n_views random rotations: 96 samples
   c.train.n_views = 4            # DifferNet: 4 random transforms per image per batch
   c.train.n_cached_views = 16    # random views per image whose features are computed once and reused
-  c.train.cache_features = True  # False: recompute backbone features every step, as the reference does
+  c.train.recompute_features = False  # True: run the backbone on the views every step, as the reference does
+  c.train.view_seed = 0          # seeds the cached training views (fixed: runs of a dataset share the cache)
   c.train.max_angle = 180.0      # random rotation in [-max_angle, max_angle]
   c.train.brightness = 0.0       # colour jitter off, as in DifferNet's code
   c.train.contrast = 0.0

@@ -52,27 +52,48 @@ def loss_fn(flow: flow_lib.Flow, params, x: jax.Array) -> jax.Array:
   return flow_lib.nll_loss(z, logdet)
 
 
-@functools.lru_cache(maxsize=None)
-def make_train_chunk(flow: flow_lib.Flow, optimizer: optax.GradientTransformation):
-  """chunk(params, opt_state, feats (N, K, D), idx (S, B, 2), valid (S,)) -> params, opt_state, losses (S,).
+def gather_cached(feats: jax.Array, ix: jax.Array) -> jax.Array:
+  """Training rows from the feature cache: feats (N, K, D), ix (R, 2) [image, view] -> (R, D)."""
+  return feats[ix[:, 0], ix[:, 1]]
 
-  Row b of step s trains on view idx[s, b, 1] of image idx[s, b, 0]; steps with valid == False are no-ops
-  (they pad the last chunk so that every call has the same shape).
+
+@functools.lru_cache(maxsize=None)
+def recompute_features(features_fn):
+  """Training rows computed from the images every step, as the reference does (the backbone is frozen, so
+  this gives the cached path's numbers at many times its cost). data = (backbone params, images (N, H, W, 3)
+  uint8, view params (N, K, 4))."""
+  from maml_iqr import features as features_lib
+
+  def batch(data, ix):
+    bparams, images, views = data
+    return features_lib.view_features(features_fn, bparams, images[ix[:, 0]],
+                                      views[ix[:, 0], ix[:, 1]][:, None])[:, 0]
+
+  return batch
+
+
+@functools.lru_cache(maxsize=None)
+def make_train_chunk(flow: flow_lib.Flow, optimizer: optax.GradientTransformation, batch_fn=gather_cached):
+  """chunk(params, opt_state, data, idx (S, R, 2), valid (S,)) -> params, opt_state, losses (S,).
+
+  Row r of step s trains on view idx[s, r, 1] of image idx[s, r, 0], taken from `data` by `batch_fn` (the
+  feature cache by default); steps with valid == False are no-ops (they pad the last chunk so that every
+  call has the same shape).
   """
   grad_fn = jax.value_and_grad(functools.partial(loss_fn, flow))
 
   def step(carry, inputs):
-    params, opt_state, feats = carry
+    params, opt_state, data = carry
     ix, valid = inputs
-    loss, grads = grad_fn(params, feats[ix[:, 0], ix[:, 1]])
+    loss, grads = grad_fn(params, batch_fn(data, ix))
     updates, new_opt = optimizer.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(valid, a, b), new, old)
-    return (keep(new_params, params), keep(new_opt, opt_state), feats), loss
+    return (keep(new_params, params), keep(new_opt, opt_state), data), loss
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def chunk(params, opt_state, feats, idx, valid):
-    (params, opt_state, _), losses = jax.lax.scan(step, (params, opt_state, feats), (idx, valid))
+  def chunk(params, opt_state, data, idx, valid):
+    (params, opt_state, _), losses = jax.lax.scan(step, (params, opt_state, data), (idx, valid))
     return params, opt_state, losses
 
   return chunk
@@ -94,20 +115,26 @@ def epoch_indices(rng: np.random.Generator, kept: np.ndarray, batch_size: int, n
   return pairs.reshape(n_steps, batch_size * n_views, 2)
 
 
-def train(flow, params, optimizer, feats: jax.Array, kept: np.ndarray, epochs: int, rng: np.random.Generator,
-          t, opt_state=None, label: str = "", log_every: float = 20.0):
-  """Trains `params` for `epochs` epochs over the kept images' cached views. Returns params, opt_state, losses."""
-  chunk = make_train_chunk(flow, optimizer)
+def train(flow, params, optimizer, data, kept: np.ndarray, epochs: int, rng: np.random.Generator, t,
+          n_cached: int | None = None, batch_fn=gather_cached, opt_state=None, label: str = "",
+          log_every: float = 20.0):
+  """Trains `params` for `epochs` epochs over the kept images' views. Returns params, opt_state, losses.
+
+  `data` is the feature cache (N, K, D) by default, or whatever `batch_fn` reads (see `recompute_features`);
+  `n_cached` is K, the number of views per image to draw from.
+  """
+  chunk = make_train_chunk(flow, optimizer, batch_fn)
+  n_cached = data.shape[1] if n_cached is None else n_cached
   if opt_state is None:
     opt_state = optimizer.init(params)
-  idx = np.concatenate([epoch_indices(rng, kept, t.batch_size, t.n_views, feats.shape[1]) for _ in range(epochs)])
+  idx = np.concatenate([epoch_indices(rng, kept, t.batch_size, t.n_views, n_cached) for _ in range(epochs)])
   n = len(idx)
   pad = -n % STEPS_PER_CALL
   idx = np.concatenate([idx, np.zeros((pad,) + idx.shape[1:], idx.dtype)])
   valid = np.arange(len(idx)) < n
   losses, start, last = [], time.time(), time.time()
   for i in range(0, len(idx), STEPS_PER_CALL):
-    params, opt_state, l = chunk(params, opt_state, feats, jnp.asarray(idx[i:i + STEPS_PER_CALL]),
+    params, opt_state, l = chunk(params, opt_state, data, jnp.asarray(idx[i:i + STEPS_PER_CALL]),
                                  jnp.asarray(valid[i:i + STEPS_PER_CALL]))
     losses.append(np.asarray(l)[valid[i:i + STEPS_PER_CALL]])
     if not np.all(np.isfinite(losses[-1])):

@@ -44,37 +44,63 @@ def _log(message: str) -> None:
   print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def cached_features(config, workdir, backbone, bparams, split) -> dict[str, np.ndarray]:
-  """Features of random train views (reused every epoch) and of the fixed evaluation views of every set."""
+def cached_features(config, backbone, bparams, dataset, split) -> dict[str, np.ndarray]:
+  """Features of every image of the dataset, computed once and shared by all methods, noise levels and seeds.
+
+  Per image: `train.n_cached_views` random views (for training; drawn with `train.view_seed`, so every run of
+  the dataset sees the same views) and the `score.n_views` fixed evaluation rotations. Stored in
+  `cache_dir` under a fingerprint of everything they depend on; a damaged file is recomputed, never trusted.
+  """
   t = config.train
-  key = _fingerprint(config.data.to_dict(), config.noise.to_dict(), config.seed, config.backbone.to_dict(),
-                     [t.n_cached_views, t.max_angle, t.brightness, t.contrast, t.saturation], config.score.n_views)
-  path = os.path.join(workdir, f"features_{key}.npz")
+  key = _fingerprint({k: v for k, v in config.data.to_dict().items()}, config.backbone.to_dict(),
+                     [t.n_cached_views, t.view_seed, t.max_angle, t.brightness, t.contrast, t.saturation],
+                     config.score.n_views)
+  path = os.path.join(config.cache_dir, f"features_{dataset.name}_{key}.npz")
+  store = None
   if os.path.exists(path):
     try:
       with np.load(path) as f:
-        return {k: f[k] for k in f.files}
-    except Exception as e:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
+        store = {k: f[k] for k in f.files}
+      _log(f"features from cache {path}")
+    except Exception as e:  # noqa: BLE001
       print(f"WARNING: feature cache {path} is unreadable ({e}); recomputing it", flush=True)
-  views = features_lib.random_view_params(_rng(config, 1), len(split.train), t.n_cached_views, t.max_angle,
-                                          t.brightness, t.contrast, t.saturation)
-  out = {"train_views": views,
-         "train": features_lib.extract(backbone, bparams, split.train.images, views, label="train")}
-  for name, s in (("train_eval", split.train), ("val", split.val), ("test", split.test)):
-    fixed = features_lib.fixed_view_params(len(s), config.score.n_views)
-    out[name] = features_lib.extract(backbone, bparams, s.images, fixed, label=name)
-  buf = io.BytesIO()
-  np.savez(buf, **out)
-  write_atomic(path, buf.getvalue())
-  return out
+  if store is None:
+    images = np.concatenate([dataset.train.images, dataset.test.images])
+    n = len(images)
+    views = features_lib.random_view_params(np.random.default_rng(t.view_seed), n, t.n_cached_views,
+                                            t.max_angle, t.brightness, t.contrast, t.saturation)
+    _log(f"computing features of {n} images x ({t.n_cached_views} train + {config.score.n_views} evaluation) "
+         f"views with {backbone.name}")
+    store = {"train_views": views,
+             "train": features_lib.extract(backbone, bparams, images, views, label="train views"),
+             "eval": features_lib.extract(backbone, bparams, images,
+                                          features_lib.fixed_view_params(n, config.score.n_views),
+                                          label="evaluation views")}
+    buf = io.BytesIO()
+    np.savez(buf, **store)
+    write_atomic(path, buf.getvalue())
+  row = {i: r for r, i in enumerate(dataset.train.ids + dataset.test.ids)}
+  rows = lambda s: np.asarray([row[i] for i in s.ids], np.int64)
+  return {"train": store["train"][rows(split.train)], "train_views": store["train_views"][rows(split.train)],
+          "train_eval": store["eval"][rows(split.train)],
+          "val": store["eval"][rows(split.val)], "test": store["eval"][rows(split.test)]}
 
 
-def train_detector(config, flow, feats, kept, epochs, stage, params=None):
-  """DifferNet training on the kept images' cached views; `params=None` starts from a fresh init."""
+def training_data(config, feats, backbone=None, bparams=None, images=None):
+  """What `detector.train` reads: the feature cache, or (train.recompute_features) the images and the same
+  views, run through the backbone every step as the reference does."""
+  if not config.train.recompute_features:
+    return dict(data=feats["train"], batch_fn=detector.gather_cached)
+  return dict(data=(bparams, jnp.asarray(images), jnp.asarray(feats["train_views"])),
+              batch_fn=detector.recompute_features(backbone.features), n_cached=feats["train_views"].shape[1])
+
+
+def train_detector(config, flow, train_data, kept, epochs, stage, params=None):
+  """DifferNet training on the kept images' views; `params=None` starts from a fresh init."""
   params = detector.init_params(flow, config.seed) if params is None else params
-  params, _, losses = detector.train(flow, params, detector.make_optimizer(config.train), feats,
-                                     np.flatnonzero(kept), epochs, _rng(config, *stage), config.train,
-                                     label=f"{'/'.join(map(str, stage))}")
+  params, _, losses = detector.train(flow, params, detector.make_optimizer(config.train), kept=np.flatnonzero(kept),
+                                     epochs=epochs, rng=_rng(config, *stage), t=config.train,
+                                     label=f"{'/'.join(map(str, stage))}", **train_data)
   return params, losses
 
 
@@ -131,21 +157,21 @@ def adapt_to_set(config, flow, meta_params, feats, kept, iteration):
   return _adapt(flow, _maml_config(config))(meta_params, feats[idx])
 
 
-def scoring_params(config, flow, feats, kept, iteration, state_params):
+def scoring_params(config, flow, feats, train_data, kept, iteration, state_params):
   """Flow params that score the training images in one refinement iteration, per method."""
   if config.method == "maml_iqr":
-    meta, _ = meta_train(config, flow, feats, kept, state_params, iteration)
-    return meta, adapt_to_set(config, flow, meta, feats, kept, iteration)
+    meta, _ = meta_train(config, flow, feats["train"], kept, state_params, iteration)
+    return meta, adapt_to_set(config, flow, meta, feats["train"], kept, iteration)
   if config.method == "iterative":
-    params, _ = train_detector(config, flow, feats, kept, config.refine.score_epochs, (2, iteration))
+    params, _ = train_detector(config, flow, train_data, kept, config.refine.score_epochs, (2, iteration))
     return state_params, params
   # one_shot: the detector trained on the noisy set, at the full schedule
-  params, _ = train_detector(config, flow, feats, kept, config.train.meta_epochs * config.train.sub_epochs,
+  params, _ = train_detector(config, flow, train_data, kept, config.train.meta_epochs * config.train.sub_epochs,
                              (2, iteration))
   return state_params, params
 
 
-def refine(config, workdir, flow, feats, split) -> RefineState:
+def refine(config, workdir, flow, feats, train_data, split) -> RefineState:
   """The refinement loop, resumable from the last completed iteration."""
   n = len(split.train)
   injected = np.isin(np.asarray(split.train.ids), np.asarray(split.injected_ids)) if split.n_injected else \
@@ -165,7 +191,7 @@ def refine(config, workdir, flow, feats, split) -> RefineState:
     r.max_iterations = 1
   while not state.done:
     t0 = time.time()
-    params, scorer_params = scoring_params(config, flow, feats["train"], state.kept, state.iteration, params)
+    params, scorer_params = scoring_params(config, flow, feats, train_data, state.kept, state.iteration, params)
     train_scores = detector.score(flow, scorer_params, feats["train_eval"], config.score.kind)
     val_scores = detector.score(flow, scorer_params, feats["val"], config.score.kind)
     if not np.all(np.isfinite(train_scores)):
@@ -205,18 +231,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
   write_json(os.path.join(workdir, "results.json"), results)
 
   t = time.time()
-  feats = cached_features(config, workdir, backbone, bparams, split)
+  if not config.cache_dir:
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.cache_dir = os.path.join(workdir, "cache")
+  feats = cached_features(config, backbone, bparams, dataset, split)
   timings["features_s"] = round(time.time() - t, 2)
   flow = detector.make_flow(config, backbone.feature_dim)
-  train_feats = jnp.asarray(feats["train"])
-  feats = dict(feats, train=train_feats)
+  feats = dict(feats, train=jnp.asarray(feats["train"]))
+  train_data = training_data(config, feats, backbone, bparams, split.train.images)
 
   t = time.time()
   history, stop_reason = [], ""
   kept = np.ones(len(split.train), bool)
   meta_params = None
   if config.method != "differnet":
-    state, meta_params = refine(config, workdir, flow, feats, split)
+    state, meta_params = refine(config, workdir, flow, feats, train_data, split)
     history, stop_reason, kept = state.history, state.stop_reason, state.final_kept()
   timings["refine_s"] = round(time.time() - t, 2)
 
@@ -224,7 +254,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   epochs = config.train.meta_epochs * config.train.sub_epochs
   init = meta_params if config.method == "maml_iqr" and config.maml.init_final_from_meta else None
   _log(f"training the final detector on {int(kept.sum())} images for {epochs} epochs")
-  params, losses = train_detector(config, flow, train_feats, kept, epochs, (5,), init)
+  params, losses = train_detector(config, flow, train_data, kept, epochs, (5,), init)
   timings["final_train_s"] = round(time.time() - t, 2)
   t = time.time()
   test_scores = detector.score(flow, params, feats["test"], config.score.kind)
