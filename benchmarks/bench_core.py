@@ -65,7 +65,6 @@ def bench_backbones(args, peak) -> list[dict]:
     bb = backbones.get_backbone(name, weights)
     params = bb.load()
     s = bb.input_size
-    one = jnp.asarray(rng.random((1, s, s, 3), np.float32))
     analytic = alexnet_flops_per_view() if name == "alexnet" else None
     note = "real ImageNet weights" if weights is None else \
         "weights_path='random' (untrained; throughput does not depend on weight values)"
@@ -115,8 +114,9 @@ def bench_train(args, peak) -> list[dict]:
     n_images = 64
     feats = jnp.asarray(rng.normal(size=(n_images, t_cfg.n_cached_views, dim)).astype(np.float32))
     steps = 2 if args.quick else (4 if name == "differnet" else detector.STEPS_PER_CALL)
+    epochs = -(-steps * t_cfg.batch_size // n_images)  # enough epochs of indices for `steps` steps
     idx = np.concatenate([detector.epoch_indices(rng, np.arange(n_images), t_cfg.batch_size, t_cfg.n_views,
-                                                 t_cfg.n_cached_views) for _ in range(4)])[:steps]
+                                                 t_cfg.n_cached_views) for _ in range(epochs)])[:steps]
     idx, valid = jnp.asarray(idx), jnp.ones(steps, bool)
     state = {"p": detector.init_params(flow, 0)}
     state["o"] = optimizer.init(state["p"])

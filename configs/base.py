@@ -9,6 +9,7 @@ def base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0                     # seeds the noise split, the flow init, the views and MAML tasks
   c.method = "maml_iqr"          # differnet | one_shot | iterative | maml_iqr
+  c.tag = ""                     # a label for sweeps' variants (e.g. "k=0.5"), kept in results.json
   c.cache_dir = ""               # feature cache shared by runs of one dataset; default <workdir>/cache
 
   c.data = ml_collections.ConfigDict()
@@ -74,6 +75,7 @@ def base() -> ml_collections.ConfigDict:
 
   c.refine = ml_collections.ConfigDict()
   c.refine.k = 1.5               # T = Q3 + k * IQR; the paper does not state k, 1.5 is classical (and CoMet's)
+  c.refine.auto_k_quantile = 0.0  # > 0: threshold = this quantile of validation-good scores (k chosen by data)
   c.refine.max_iterations = 5
   c.refine.patience = 1          # stop after this many iterations without a better validation AUROC
   c.refine.max_remove_per_iteration = 0.3   # share of the current set removed at most per iteration

@@ -63,6 +63,8 @@ def validate(c) -> None:
          c.refine.max_remove_per_iteration, "a value in (0, 1]")
   _check(0 < c.refine.max_remove_total <= 1, "refine.max_remove_total", c.refine.max_remove_total,
          "a value in (0, 1]")
+  _check(0 <= c.refine.auto_k_quantile < 1, "refine.auto_k_quantile", c.refine.auto_k_quantile,
+         "0 (off: fixed k) or a quantile in (0, 1)")
   _check(c.refine.patience >= 1, "refine.patience", c.refine.patience, "a positive integer")
 
 

@@ -20,17 +20,26 @@ def iqr_threshold(scores: np.ndarray, k: float) -> float:
   return float(q3 + k * (q3 - q1))
 
 
+def validation_threshold(val_good_scores: np.ndarray, quantile: float) -> float:
+  """Automatic threshold: the `quantile` of the scores of known-good validation images.
+
+  Beyond the paper: instead of a fixed k, remove training images that score above what (say) 99 % of
+  labelled good images score, so the share of good images lost is set directly; k follows from the data.
+  """
+  return float(np.quantile(val_good_scores, quantile))
+
+
 def select_removals(scores: np.ndarray, kept: np.ndarray, k: float, n_original: int, max_per_iteration: float,
-                    max_total: float, min_kept: int) -> tuple[float, np.ndarray]:
+                    max_total: float, min_kept: int, threshold: float | None = None) -> tuple[float, np.ndarray]:
   """Indices (into the full set) to remove this iteration, highest scores first, within every guard.
 
   `scores` holds one score per training image (entries not in `kept` are ignored). Guards: at most
   `max_per_iteration` of the current set, at most `max_total` of the original set over the whole run, and the
-  set never falls below `min_kept` images.
+  set never falls below `min_kept` images. `threshold` overrides the IQR rule (see `validation_threshold`).
   """
   kept_idx = np.flatnonzero(kept)
   s = scores[kept_idx]
-  threshold = iqr_threshold(s, k)
+  threshold = iqr_threshold(s, k) if threshold is None else threshold
   over = kept_idx[s > threshold]
   over = over[np.argsort(-scores[over], kind="stable")]
   budget = min(int(np.floor(max_per_iteration * len(kept_idx))),
@@ -68,14 +77,19 @@ def refine_step(state: RefineState, train_scores: np.ndarray, val_labels: np.nda
                 injected: np.ndarray, ids: tuple[str, ...], r) -> RefineState:
   """Applies one iteration's IQR removal and the stopping rules (r = config.refine); returns the new state."""
   n = len(state.kept)
+  auto = None
+  if r.auto_k_quantile > 0 and (val_labels == 0).any():
+    auto = validation_threshold(val_scores[val_labels == 0], r.auto_k_quantile)
   threshold, removed = select_removals(train_scores, state.kept, r.k, n, r.max_remove_per_iteration,
-                                       r.max_remove_total, r.min_kept)
+                                       r.max_remove_total, r.min_kept, auto)
+  q1, q3 = np.percentile(train_scores[state.kept], [25, 75])
   val_auroc = metrics.auroc(val_labels, val_scores) if len(np.unique(val_labels)) == 2 else float("nan")
   kept = state.kept.copy()
   kept[removed] = False
   entry = {
       "iteration": state.iteration,
       "threshold": threshold,
+      "k": float((threshold - q3) / (q3 - q1)) if q3 > q1 else None,  # the k in effect (differs when automatic)
       "n_kept_before": int(state.kept.sum()),
       "n_removed": int(len(removed)),
       "n_kept": int(kept.sum()),

@@ -222,7 +222,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   _log(dataset.summary())
   _log(f"contamination: {split.summary()}")
   results = {
-      "dataset": dataset.name, "category": dataset.category, "method": config.method, "seed": config.seed,
+      "dataset": dataset.name, "category": dataset.category, "method": config.method, "tag": config.tag,
+      "seed": config.seed,
       "backbone": backbone.name, "noise": {"ratio": config.noise.ratio, "mode": config.noise.mode,
                                            "overlap": config.noise.overlap},
       "contamination": split.summary(), "injected_ids": list(split.injected_ids), "status": "data",

@@ -6,7 +6,7 @@ from maml_iqr.refine import RefineState, iqr_threshold, refine_step, select_remo
 
 
 def _cfg(**kw):
-  c = ml_collections.ConfigDict(dict(k=1.5, max_remove_per_iteration=1.0, max_remove_total=1.0, min_kept=1,
+  c = ml_collections.ConfigDict(dict(k=1.5, auto_k_quantile=0.0, max_remove_per_iteration=1.0, max_remove_total=1.0, min_kept=1,
                                      patience=1, max_iterations=5))
   c.update(kw)
   return c
@@ -52,3 +52,14 @@ def test_stops_when_nothing_removed():
   state = refine_step(RefineState(np.ones(8, bool)), np.arange(8.0), np.array([0, 1]), np.array([0.0, 1.0]),
                       np.zeros(8, bool), tuple("abcdefgh"), _cfg())
   assert state.stop_reason == "nothing_removed" and state.final_kept().all()
+
+
+def test_automatic_threshold_from_validation_good_scores():
+  scores = np.r_[np.linspace(0, 1, 18), 5.0, 6.0]
+  val_labels = np.r_[np.zeros(100, int), [1, 1]]
+  val_scores = np.r_[np.linspace(0, 2.0, 100), 9.0, 9.5]  # 99 % of good validation images score <= ~1.98
+  state = refine_step(RefineState(np.ones(20, bool)), scores, val_labels, val_scores, np.zeros(20, bool),
+                      tuple(map(str, range(20))), _cfg(auto_k_quantile=0.99))
+  h = state.history[0]
+  assert h["threshold"] == pytest.approx(np.quantile(np.linspace(0, 2.0, 100), 0.99))
+  assert h["n_removed"] == 2 and h["k"] > 1.5  # the data chose a larger k than 1.5
