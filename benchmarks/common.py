@@ -133,7 +133,10 @@ def measure_peak(quick: bool) -> dict:
                     "gflops_per_s": mm_flops / t_mm["median_s"] / 1e9},
          "conv": {"shape": f"{batch}x{hw}x{hw}x{c} * 3x3x{c}x{c} SAME", "flops": conv_flops, **t_conv,
                   "gflops_per_s": conv_flops / t_conv["median_s"] / 1e9}}
-  out["peak_gflops_per_s"] = max(out["matmul"]["gflops_per_s"], out["conv"]["gflops_per_s"])
+  # Attainable peak: the best repeat, not the median (other jobs on a shared machine only slow it down).
+  for k in ("matmul", "conv"):
+    out[k]["best_gflops_per_s"] = out[k]["flops"] / out[k]["min_s"] / 1e9
+  out["peak_gflops_per_s"] = max(out["matmul"]["best_gflops_per_s"], out["conv"]["best_gflops_per_s"])
   return out
 
 

@@ -16,6 +16,15 @@ import optax
 from maml_iqr.models import flow as flow_lib
 
 STEPS_PER_CALL = 16  # steps per jitted chunk: one host round trip per chunk
+# Features are clipped to +-FEATURE_BOUND before the flow. Real backbone features are far inside it
+# (EfficientNet-Lite0 ends in ReLU6: [0, 6]; AlexNet's pooled ReLU features are O(10)), so it changes nothing
+# for them; it keeps z and the scores finite in float32 on absurd inputs (measured: an 8-block flow with
+# PyTorch init scores a 1e10 feature vector as inf, a 1e4 one as ~4e26). NaN stays NaN, so it is still caught.
+FEATURE_BOUND = 1e4
+
+
+def bound_features(x: jax.Array) -> jax.Array:
+  return jnp.clip(x, -FEATURE_BOUND, FEATURE_BOUND)
 
 
 def make_flow(config, dim: int) -> flow_lib.Flow:
@@ -48,7 +57,7 @@ def make_optimizer(t) -> optax.GradientTransformation:
 
 
 def loss_fn(flow: flow_lib.Flow, params, x: jax.Array) -> jax.Array:
-  z, logdet = flow.apply(params, x)
+  z, logdet = flow.apply(params, bound_features(x))
   return flow_lib.nll_loss(z, logdet)
 
 
@@ -138,8 +147,9 @@ def train(flow, params, optimizer, data, kept: np.ndarray, epochs: int, rng: np.
                                  jnp.asarray(valid[i:i + STEPS_PER_CALL]))
     losses.append(np.asarray(l)[valid[i:i + STEPS_PER_CALL]])
     if not np.all(np.isfinite(losses[-1])):
-      raise FloatingPointError(f"flow training {label}: the loss became non-finite at step {i}; lower "
-                               "--config.train.lr or check the features for NaN")
+      step = i + int(np.argmin(np.isfinite(losses[-1])))
+      raise FloatingPointError(f"flow training {label}: the loss became non-finite ({losses[-1][step - i]}) at "
+                               f"step {step} of {n}; lower --config.train.lr or check the features for NaN")
     if time.time() - last > log_every:
       last = time.time()
       done = min(i + STEPS_PER_CALL, n)
@@ -153,7 +163,7 @@ def make_scorer(flow: flow_lib.Flow, kind: str):
   """score(params, feats (B, V, D)) -> (B,): the per-view score averaged over the V views."""
 
   def one_view(params, x):
-    z, logdet = flow.apply(params, x)
+    z, logdet = flow.apply(params, bound_features(x))
     return flow_lib.z2_score(z) if kind == "z2" else flow_lib.nll_score(z, logdet)
 
   @jax.jit

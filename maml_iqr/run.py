@@ -74,7 +74,8 @@ def cached_features(config, backbone, bparams, dataset, split) -> dict[str, np.n
     store = {"train_views": views,
              "train": features_lib.extract(backbone, bparams, images, views, label="train views"),
              "eval": features_lib.extract(backbone, bparams, images,
-                                          features_lib.fixed_view_params(n, config.score.n_views),
+                                          features_lib.fixed_view_params(n, config.score.n_views, t.brightness,
+                                                                         t.contrast, t.saturation),
                                           label="evaluation views")}
     buf = io.BytesIO()
     np.savez(buf, **store)
@@ -209,11 +210,21 @@ def refine(config, workdir, flow, feats, train_data, split) -> RefineState:
   return state, params
 
 
+def epochs_to_converge(losses: np.ndarray, n_epochs: int, tolerance: float = 0.05) -> int | None:
+  """First epoch whose mean loss is within `tolerance` of the whole drop from the first to the last epoch."""
+  if n_epochs < 2 or len(losses) < n_epochs:
+    return None
+  per_epoch = np.asarray(losses[:len(losses) // n_epochs * n_epochs]).reshape(n_epochs, -1).mean(1)
+  drop = per_epoch[0] - per_epoch[-1]
+  return int(np.argmax(per_epoch - per_epoch[-1] <= tolerance * abs(drop))) + 1
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   config_check.validate(config)
   config_check.check_workdir(workdir)
   timings, start = {}, time.time()
-  backbone = backbones.get_backbone(config.backbone.name, config.backbone.weights_path or None)
+  backbone = backbones.get_backbone(config.backbone.name, config.backbone.weights_path or None,
+                                    tuple(config.backbone.stages) if config.backbone.name != "alexnet" else None)
   bparams = backbone.load()
   dataset = readers.read(config.data, backbone.input_size)
   split = contaminate(dataset, config.noise.ratio, config.noise.mode, config.noise.overlap, config.seed,
@@ -276,6 +287,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       "stop_reason": stop_reason,
       "refinement": [{k: v for k, v in h.items() if k not in ("kept_before",)} for h in history],
       "final_train_loss": float(np.mean(losses[-max(1, len(losses) // 10):])) if len(losses) else None,
+      "final_epochs_to_converge": epochs_to_converge(losses, epochs),
       "test_scores": [round(float(s), 6) for s in test_scores], "test_labels": labels.tolist(),
   })
   write_json(os.path.join(workdir, "results.json"), results)

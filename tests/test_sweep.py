@@ -27,10 +27,10 @@ def get_config():
   s.experiment = "configs/folder.py:quick"
   s.overrides = ml_collections.ConfigDict({{"data": {{"root": "{tmp_path / 'good'}",
                                            "defective_root": "{tmp_path / 'bad'}"}}, "maml": {{"meta_epochs": 1}}}})
-  s.categories = ["-"]
-  s.noise = [0.0, 0.5]
-  s.seeds = [0]
-  s.methods = ["differnet", "maml_iqr"]
+  s.categories = ("-",)
+  s.noise = (0.0, 0.5)
+  s.seeds = (0,)
+  s.methods = ("differnet", "maml_iqr")
   s.variants = ml_collections.ConfigDict({{"k=1": {{"refine": {{"k": 1.0}}}}}})
   return s
 ''')

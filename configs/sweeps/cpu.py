@@ -2,8 +2,8 @@
 real data), MAML for 10 meta-epochs per iteration. The paper configs keep DifferNet's full settings."""
 import ml_collections
 
-NOISE = [0.0, 0.2, 0.5]
-METHODS = ["differnet", "one_shot", "iterative", "maml_iqr"]
+NOISE = (0.0, 0.2, 0.5)
+METHODS = ("differnet", "one_shot", "iterative", "maml_iqr")
 
 
 def overrides() -> ml_collections.ConfigDict:

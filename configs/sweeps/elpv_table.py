@@ -11,8 +11,8 @@ def get_config():
   s = ml_collections.ConfigDict()
   s.experiment = "configs/elpv.py"
   s.overrides = cpu.overrides()
-  s.categories = ["mono", "poly"]
+  s.categories = ("mono", "poly")
   s.noise = cpu.NOISE
-  s.seeds = [0, 1, 2]
+  s.seeds = (0, 1, 2)
   s.methods = cpu.METHODS
   return s

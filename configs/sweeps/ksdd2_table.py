@@ -12,8 +12,8 @@ def get_config():
   s = ml_collections.ConfigDict()
   s.experiment = "configs/ksdd2.py"
   s.overrides = ml_collections.ConfigDict({"data": {"root": ""}, "backbone": {"weights_path": ""}})
-  s.categories = ["ksdd2"]
-  s.noise = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
-  s.seeds = [0, 1, 2]
+  s.categories = ("ksdd2",)
+  s.noise = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+  s.seeds = (0, 1, 2)
   s.methods = cpu.METHODS
   return s

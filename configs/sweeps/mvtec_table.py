@@ -16,8 +16,8 @@ def get_config():
   s = ml_collections.ConfigDict()
   s.experiment = "configs/mvtec.py"
   s.overrides = ml_collections.ConfigDict({"data": {"root": ""}, "backbone": {"weights_path": ""}})
-  s.categories = CATEGORIES
-  s.noise = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
-  s.seeds = [0, 1, 2]
+  s.categories = tuple(CATEGORIES)
+  s.noise = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+  s.seeds = (0, 1, 2)
   s.methods = cpu.METHODS
   return s
