@@ -2,11 +2,13 @@
 
 Orbax writes each step to a temporary folder and renames it when complete, so a kill never leaves a step that
 looks finished. A step that fails to restore (truncated, corrupted) is skipped with a warning and the previous
-one is used.
+one is used; the bad step is moved aside to `<directory>.unreadable/` (kept for inspection), so that the
+resumed run can save that step again.
 """
 from __future__ import annotations
 
 import os
+import time
 
 import jax
 import orbax.checkpoint as ocp
@@ -14,7 +16,8 @@ import orbax.checkpoint as ocp
 
 class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 3):
-    self._manager = ocp.CheckpointManager(os.path.abspath(directory),
+    self._directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(self._directory,
                                           options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
                                                                                create=True))
 
@@ -32,9 +35,23 @@ class Checkpointer:
                                                                   meta=ocp.args.JsonRestore()))
         return step, out["params"], out["meta"]
       except Exception as e:  # noqa: BLE001 - any failure means this step cannot be trusted
+        moved = self._move_aside(step)
         print(f"WARNING: checkpoint step {step} in {self._manager.directory} is unreadable "
-              f"({type(e).__name__}: {str(e)[:200]}); falling back to the previous one", flush=True)
+              f"({type(e).__name__}: {str(e)[:200]}); falling back to the previous one"
+              f"{f' (the bad step is now {moved})' if moved else ''}", flush=True)
     return None
+
+  def _move_aside(self, step: int) -> str | None:
+    """Moves an unreadable step out of the manager's folder; without this, saving that step again fails with
+    StepAlreadyExistsError and a resumed run dies."""
+    src = os.path.join(self._directory, str(step))
+    if not os.path.isdir(src):
+      return None
+    dst = os.path.join(self._directory + ".unreadable", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    os.replace(src, dst)
+    self._manager.reload()
+    return dst
 
   def close(self) -> None:
     self._manager.close()

@@ -76,6 +76,16 @@ def validate(c) -> None:
   _check(c.noise.on_shortage in ("fail", "cap"), "noise.on_shortage", c.noise.on_shortage, "fail or cap")
   _check(0 <= c.noise.val_fraction < 1, "noise.val_fraction", c.noise.val_fraction, "a value in [0, 1)")
   _check(c.backbone.name in BACKBONES, "backbone.name", c.backbone.name, f"one of {BACKBONES}")
+  if c.backbone.name == "efficientnet_lite0" and "stages" in c.backbone:
+    from maml_iqr.models import efficientnet_lite  # noqa: PLC0415 - jax-heavy, needed only here
+    stages = c.backbone.stages
+    try:
+      ok = isinstance(stages, (tuple, list)) and len(stages) > 0 and all(
+          efficientnet_lite.stage_dim(s) for s in stages)
+    except (ValueError, TypeError):
+      ok = False
+    _check(ok, "backbone.stages", stages, "a non-empty tuple of stem, block0..block15, head, stride4, stride8, "
+           "stride16 or stride32")
   if c.backbone.name == "alexnet" and c.backbone.weights_path != "random":
     _check(os.path.isfile(c.backbone.weights_path), "backbone.weights_path", c.backbone.weights_path,
            "a torchvision AlexNet .pth file (https://download.pytorch.org/models/alexnet-owt-7be5be79.pth)")

@@ -127,7 +127,8 @@ def _maml_config(config) -> maml.MamlConfig:
 
 
 def meta_train(config, flow, feats, kept, params, iteration):
-  """MAML on tasks of kept images (each image brings all its cached views); returns meta-params, losses."""
+  """MAML on tasks of kept images, each image bringing `train.n_views` of its cached views (as a training
+  batch does); returns the meta-parameters and the meta-losses."""
   m = config.maml
   meta_opt = dict(config.train.to_dict(), lr=m.meta_lr)
   optimizer, step = _meta_step(flow, _maml_config(config), tuple(sorted(meta_opt.items())))
@@ -138,9 +139,15 @@ def meta_train(config, flow, feats, kept, params, iteration):
   steps = m.meta_epochs * max(1, -(-len(kept_idx) // (n_tasks * m.task_size)))
   rng = _rng(config, 3, iteration)
   losses = []
+  n_views, n_cached = config.train.n_views, feats.shape[1]
   for i in range(steps):
     s_idx, q_idx = maml.sample_tasks(rng, kept_idx, n_tasks, m.task_size, m.query_fraction)
-    params, opt_state, out = step(params, opt_state, maml.gather_tasks(feats, s_idx, q_idx))
+    idx = np.concatenate([s_idx, q_idx], 1)
+    views = np.argsort(rng.random(idx.shape + (n_cached,)), -1)[..., :n_views]
+    rows = feats[jnp.asarray(idx)[..., None], jnp.asarray(views)]  # (tasks, task_size, n_views, D)
+    n_s = s_idx.shape[1]
+    tasks = {"support": rows[:, :n_s], "query": rows[:, n_s:]}
+    params, opt_state, out = step(params, opt_state, tasks)
     losses.append(float(out["loss"]))
     if not np.isfinite(losses[-1]):
       raise FloatingPointError(f"MAML meta-training: the meta-loss became non-finite at step {i}; lower "
@@ -190,23 +197,25 @@ def refine(config, workdir, flow, feats, train_data, split) -> RefineState:
   if config.method == "one_shot":
     r = ml_collections.ConfigDict(r.to_dict())
     r.max_iterations = 1
-  while not state.done:
-    t0 = time.time()
-    params, scorer_params = scoring_params(config, flow, feats, train_data, state.kept, state.iteration, params)
-    train_scores = detector.score(flow, scorer_params, feats["train_eval"], config.score.kind)
-    val_scores = detector.score(flow, scorer_params, feats["val"], config.score.kind)
-    if not np.all(np.isfinite(train_scores)):
-      raise FloatingPointError("refinement: non-finite training scores; the last good checkpoint is kept")
-    state = refine_step(state, train_scores, split.val.labels, val_scores, injected, split.train.ids, r)
-    h = state.history[-1]
-    h["seconds"] = round(time.time() - t0, 2)
-    _log(f"refine iteration {h['iteration']}: threshold {h['threshold']:.4f}, removed {h['n_removed']} "
-         f"({h['removed_injected']} injected, {h['removed_good']} good), kept {h['n_kept']}, "
-         f"val AUROC {h['val_auroc']:.4f}{', stop: ' + state.stop_reason if state.done else ''}")
-    ckpt.save(state.iteration, params, {"kept": state.kept.astype(int).tolist(), "iteration": state.iteration,
-                                        "history": state.history, "best_iteration": state.best_iteration,
-                                        "best_val_auroc": state.best_val_auroc, "stop_reason": state.stop_reason})
-  ckpt.close()
+  try:
+    while not state.done:
+      t0 = time.time()
+      params, scorer_params = scoring_params(config, flow, feats, train_data, state.kept, state.iteration, params)
+      train_scores = detector.score(flow, scorer_params, feats["train_eval"], config.score.kind)
+      val_scores = detector.score(flow, scorer_params, feats["val"], config.score.kind)
+      if not np.all(np.isfinite(train_scores)):
+        raise FloatingPointError("refinement: non-finite training scores; the last good checkpoint is kept")
+      state = refine_step(state, train_scores, split.val.labels, val_scores, injected, split.train.ids, r)
+      h = state.history[-1]
+      h["seconds"] = round(time.time() - t0, 2)
+      _log(f"refine iteration {h['iteration']}: threshold {h['threshold']:.4f}, removed {h['n_removed']} "
+           f"({h['removed_injected']} injected, {h['removed_good']} good), kept {h['n_kept']}, "
+           f"val AUROC {h['val_auroc']:.4f}{', stop: ' + state.stop_reason if state.done else ''}")
+      ckpt.save(state.iteration, params, {"kept": state.kept.astype(int).tolist(), "iteration": state.iteration,
+                                          "history": state.history, "best_iteration": state.best_iteration,
+                                          "best_val_auroc": state.best_val_auroc, "stop_reason": state.stop_reason})
+  finally:
+    ckpt.close()
   return state, params
 
 
@@ -299,6 +308,11 @@ def main(config, workdir: str) -> None:
   try:
     results = train_and_evaluate(config, workdir)
   except (config_check.ConfigError, readers.DataError, FloatingPointError) as e:
+    path = os.path.join(workdir or ".", "results.json")
+    if os.path.exists(path):  # say so, so that a failed run does not look like a killed one
+      with open(path) as f:
+        partial = json.load(f)
+      write_json(path, dict(partial, status="failed", error=str(e)))
     raise SystemExit(f"error: {e}") from None
   _log(f"done: {results['method']} on {results['dataset']}/{results['category']} at noise "
        f"{results['noise']['ratio']}: test AUROC {results['auroc']:.4f}; results in {workdir}/results.json, "

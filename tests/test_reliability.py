@@ -96,7 +96,8 @@ BAD_VALUES = [
     ("noise.ratio", -0.1, "[0, 1]"), ("noise.ratio", 1.5, "[0, 1]"), ("noise.ratio", float("nan"), "finite"),
     ("noise.mode", "random", "defect_share or train_share"), ("noise.on_shortage", "ignore", "fail or cap"),
     ("noise.val_fraction", 1.0, "[0, 1)"), ("noise.overlap", "yes", "True or False"),
-    ("backbone.name", "resnet", "one of"), ("flow.n_blocks", 0, "positive integer"),
+    ("backbone.name", "resnet", "one of"), ("backbone.stages", ("stride8", "stride64"), "non-empty tuple of"),
+    ("backbone.stages", (), "non-empty tuple of"), ("flow.n_blocks", 0, "positive integer"),
     ("flow.hidden", -64, "positive integer"), ("flow.clamp", 0.0, "positive"), ("flow.zero_init", 1, "True or False"),
     ("train.lr", 0.0, "positive"), ("train.lr", float("inf"), "finite"), ("train.eps", -1e-4, "positive"),
     ("train.b1", 1.0, "[0, 1)"), ("train.b1", -0.1, "[0, 1)"), ("train.b2", 1.0, "[0, 1)"),
@@ -305,6 +306,7 @@ def test_corrupt_newest_checkpoint_falls_back_and_rerun_completes(folders, refer
   ckpt.close()
   assert step == 2 and meta["iteration"] == 2
   assert "WARNING: checkpoint step 3" in capsys.readouterr().out
+  assert not newest.exists() and len(list((workdir / "checkpoints" / "refine.unreadable").iterdir())) == 1
   if damage == "garbage":  # one rerun suffices: it redoes iteration 2 and overwrites the damaged step
     res = run.train_and_evaluate(c, str(workdir))
     out = capsys.readouterr().out
@@ -324,12 +326,27 @@ def test_write_atomic_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
     io_lib.write_json(str(path), {"new": 2})
   monkeypatch.undo()
 
-  class Half:  # the write itself dies midway
-    def encode(self):
-      raise KeyboardInterrupt
+  real_fdopen = os.fdopen
 
-  with pytest.raises(KeyboardInterrupt):
-    io_lib.write_atomic(str(path), Half())
+  class HalfFile:  # the write itself dies midway: half the bytes reach the disk, then ENOSPC
+    def __init__(self, *a, **kw):
+      self._f = real_fdopen(*a, **kw)
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self._f.close()
+
+    def write(self, data):
+      self._f.write(data[:len(data) // 2])
+      self._f.flush()
+      raise OSError(28, "No space left on device (midway)")
+
+  monkeypatch.setattr(os, "fdopen", HalfFile)
+  with pytest.raises(OSError, match="midway"):
+    io_lib.write_atomic(str(path), b"y" * 10_000)
+  monkeypatch.undo()
   monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "Input/output error")))
   with pytest.raises(OSError, match="Input/output"):
     io_lib.write_atomic(str(path), b"x" * 10_000)
