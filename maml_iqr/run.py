@@ -203,8 +203,8 @@ def refine(config, workdir, flow, feats, train_data, split) -> RefineState:
       params, scorer_params = scoring_params(config, flow, feats, train_data, state.kept, state.iteration, params)
       train_scores = detector.score(flow, scorer_params, feats["train_eval"], config.score.kind)
       val_scores = detector.score(flow, scorer_params, feats["val"], config.score.kind)
-      if not np.all(np.isfinite(train_scores)):
-        raise FloatingPointError("refinement: non-finite training scores; the last good checkpoint is kept")
+      if not (np.all(np.isfinite(train_scores)) and np.all(np.isfinite(val_scores))):
+        raise FloatingPointError("refinement: non-finite scores; the last good checkpoint is kept")
       state = refine_step(state, train_scores, split.val.labels, val_scores, injected, split.train.ids, r)
       h = state.history[-1]
       h["seconds"] = round(time.time() - t0, 2)
