@@ -13,7 +13,6 @@ flow analytically (6 * params * samples per train step, 2 * params * samples to 
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 
 import jax

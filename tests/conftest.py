@@ -14,3 +14,25 @@ def shared_data(name: str) -> str:
   if not os.path.isdir(path):
     pytest.skip(f"real data {path} is absent (set MAML_IQR_SHARED to the shared/ folder to run this test)")
   return path
+
+
+def write_synthetic_folders(root, n_good: int = 24, n_bad: int = 10, size: int = 48):
+  """Grey noise textures, the defective ones with a bright square: for tests of mechanics only."""
+  import numpy as np
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  for kind, n in (("good", n_good), ("bad", n_bad)):
+    os.makedirs(root / kind, exist_ok=True)
+    for i in range(n):
+      a = rng.normal(128, 20, (size, size)).clip(0, 255)
+      if kind == "bad":
+        y, x = rng.integers(size // 6, size - size // 3, 2)
+        a[y:y + size // 4, x:x + size // 4] = 255
+      Image.fromarray(a.astype(np.uint8)).save(root / kind / f"{i:02d}.png")
+  return root
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+  """A synthetic folder dataset: <tmp>/good (24) and <tmp>/bad (10)."""
+  return write_synthetic_folders(tmp_path_factory.mktemp("synthetic"))

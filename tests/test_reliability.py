@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from PIL import Image
 
 from configs import folder as folder_config
 from maml_iqr import config_check, detector, io as io_lib, run
@@ -34,25 +33,6 @@ from tests.conftest import REPO
 OVERRIDES = {"noise.ratio": 0.5, "refine.k": 0.1, "refine.max_iterations": 3, "refine.patience": 3,
              "refine.min_kept": 4, "maml.meta_epochs": 1}
 NUMBERS = ("auroc", "aupr", "removal", "test_scores", "injected_ids", "n_final_train")
-
-
-def _texture(rng, defect: bool) -> Image.Image:
-  a = rng.normal(128, 20, (48, 48)).clip(0, 255)
-  if defect:
-    y, x = rng.integers(8, 32, 2)
-    a[y:y + 12, x:x + 12] = 255
-  return Image.fromarray(a.astype(np.uint8))
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-  root = tmp_path_factory.mktemp("synthetic")
-  rng = np.random.default_rng(0)
-  for kind, n in (("good", 24), ("bad", 10)):
-    os.makedirs(root / kind)
-    for i in range(n):
-      _texture(rng, kind == "bad").save(root / kind / f"{i:02d}.png")
-  return root
 
 
 def _config(folders, **overrides):
@@ -277,7 +257,8 @@ def test_nan_in_final_training_fails_cleanly_and_keeps_checkpoints(folders, refe
   c = _config(folders, cache_dir=str(reference[2] / "cache"))  # the shared features: no extraction
   with pytest.raises(SystemExit, match=r"error: flow training 5: the loss became non-finite"):
     run.main(c, str(tmp_path))
-  assert json.loads((tmp_path / "results.json").read_text())["status"] == "data"
+  failed = json.loads((tmp_path / "results.json").read_text())
+  assert failed["status"] == "failed" and "non-finite" in failed["error"]  # not mistaken for a killed run
   flow = detector.make_flow(c, backbones.get_backbone("efficientnet_lite0").feature_dim)
   ckpt = Checkpointer(str(tmp_path / "checkpoints" / "refine"))
   step, params, meta = ckpt.restore_latest(detector.init_params(flow, c.seed))

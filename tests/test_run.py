@@ -1,40 +1,18 @@
 """End-to-end runs on a tiny synthetic folder (mechanics only) and on the real hazelnut photos."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
 import chex
-import numpy as np
 import pytest
-from PIL import Image
 
 from configs import folder as folder_config
 from configs import mvtec as mvtec_config
 from maml_iqr import detector, run
 from maml_iqr.config_check import ConfigError
 from tests.conftest import DATA, REPO, shared_data
-
-
-def _texture(rng, defect: bool) -> Image.Image:
-  a = rng.normal(128, 20, (48, 48)).clip(0, 255)
-  if defect:
-    y, x = rng.integers(8, 32, 2)
-    a[y:y + 12, x:x + 12] = 255
-  return Image.fromarray(a.astype(np.uint8))
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-  root = tmp_path_factory.mktemp("synthetic")
-  rng = np.random.default_rng(0)
-  for kind, n in (("good", 24), ("bad", 10)):
-    os.makedirs(root / kind)
-    for i in range(n):
-      _texture(rng, kind == "bad").save(root / kind / f"{i:02d}.png")
-  return root
 
 
 def _config(folders, method, **overrides):

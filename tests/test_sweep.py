@@ -1,24 +1,14 @@
 """The table sweep on a tiny synthetic folder: cells, resumption and the paper-format tables."""
 import json
-import os
 import subprocess
 import sys
 
-import numpy as np
-from PIL import Image
 
-from tests.conftest import REPO
+from tests.conftest import REPO, write_synthetic_folders
 
 
 def test_sweep_runs_cells_skips_finished_and_writes_tables(tmp_path):
-  rng = np.random.default_rng(0)
-  for kind, n in (("good", 16), ("bad", 8)):
-    os.makedirs(tmp_path / kind)
-    for i in range(n):
-      a = rng.normal(128, 20, (32, 32)).clip(0, 255)
-      if kind == "bad":
-        a[8:20, 8:20] = 255
-      Image.fromarray(a.astype(np.uint8)).save(tmp_path / kind / f"{i}.png")
+  write_synthetic_folders(tmp_path, n_good=16, n_bad=8, size=32)
   sweep = tmp_path / "sweep.py"
   sweep.write_text(f'''
 import ml_collections
