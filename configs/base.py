@@ -32,6 +32,7 @@ def base() -> ml_collections.ConfigDict:
   c.backbone = ml_collections.ConfigDict()
   c.backbone.name = "efficientnet_lite0"  # efficientnet_lite0 (real weights, default) | alexnet (needs weights)
   c.backbone.weights_path = ""            # alexnet: torchvision alexnet .pth (zip or legacy format)
+  c.backbone.dtype = "float32"            # bfloat16: backbone in bf16 on accelerators (features stay float32)
   c.backbone.stages = ("stride8", "stride16", "stride32")  # efficientnet_lite0 stages pooled and concatenated
 
   c.flow = ml_collections.ConfigDict()

@@ -7,11 +7,16 @@ from maml_iqr import run
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py, ':quick' shrinks it).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Folder for results.json, report.md, plots and checkpoints.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host pods and clusters; "
+                  "the coordinator is found from the environment: Cloud TPU, SLURM, Open MPI).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
+  if flags.FLAGS.distributed:
+    import jax
+    jax.distributed.initialize()
   run.main(flags.FLAGS.config, flags.FLAGS.workdir)
 
 

@@ -105,6 +105,7 @@ def validate(c) -> None:
     section, name = flag.split(".")
     _check(0 <= c[section][name] < 1, flag, c[section][name], "a value in [0, 1)")
   _check(c.train.weight_decay >= 0, "train.weight_decay", c.train.weight_decay, "a value >= 0")
+  _check(c.backbone.dtype in ("float32", "bfloat16"), "backbone.dtype", c.backbone.dtype, "float32 or bfloat16")
   _check(c.score.kind in ("z2", "nll"), "score.kind", c.score.kind, "z2 or nll")
   _check(0 <= c.train.max_angle <= 180, "train.max_angle", c.train.max_angle, "a value in [0, 180]")
   for flag in ("train.brightness", "train.contrast", "train.saturation"):

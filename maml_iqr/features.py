@@ -47,25 +47,32 @@ def apply_view(image: jax.Array, p: jax.Array) -> jax.Array:
   return transforms.adjust_saturation(x, p[3])
 
 
-def view_features(features_fn, params, images: jax.Array, view_params: jax.Array) -> jax.Array:
-  """(B, H, W, 3) uint8 images and (B, V, 4) views -> (B, V, D) features."""
+def view_features(features_fn, params, images: jax.Array, view_params: jax.Array,
+                  dtype=jnp.float32) -> jax.Array:
+  """(B, H, W, 3) uint8 images and (B, V, 4) views -> (B, V, D) float32 features.
+
+  `dtype=jnp.bfloat16` runs the backbone in bf16 (params and activations), for accelerators with fast bf16
+  matrix units; the views are made in float32 and the features returned in float32.
+  """
   x = images.astype(jnp.float32) / 255.0
   views = jax.vmap(lambda im, ps: jax.vmap(lambda p: apply_view(im, p))(ps))(x, view_params)
   b, v = views.shape[:2]
-  return features_fn(params, views.reshape((b * v,) + views.shape[2:])).reshape(b, v, -1)
+  params = jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
+  feats = features_fn(params, views.reshape((b * v,) + views.shape[2:]).astype(dtype))
+  return feats.astype(jnp.float32).reshape(b, v, -1)
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted(features_fn):
-  return jax.jit(functools.partial(view_features, features_fn))
+def _jitted(features_fn, dtype: str):
+  return jax.jit(functools.partial(view_features, features_fn, dtype=jnp.dtype(dtype)))
 
 
 def extract(backbone, params, images: np.ndarray, view_params: np.ndarray, batch_images: int = 8,
-            log_every: float = 30.0, label: str = "") -> np.ndarray:
+            log_every: float = 30.0, label: str = "", dtype: str = "float32") -> np.ndarray:
   """Features of every view of every image, in fixed-size batches (padded) so one compile serves all."""
   n, v = view_params.shape[:2]
   out = np.zeros((n, v, backbone.feature_dim), np.float32)
-  fn = _jitted(backbone.features)
+  fn = _jitted(backbone.features, dtype)
   last = start = time.time()
   for i in range(0, n, batch_images):
     idx = np.arange(i, i + batch_images) % n  # pad the last batch by wrapping

@@ -52,7 +52,10 @@ def cached_features(config, backbone, bparams, dataset, split) -> dict[str, np.n
   `cache_dir` under a fingerprint of everything they depend on; a damaged file is recomputed, never trusted.
   """
   t = config.train
-  key = _fingerprint({k: v for k, v in config.data.to_dict().items()}, config.backbone.to_dict(),
+  b = config.backbone
+  what = dict(name=b.name, weights_path=b.weights_path, stages=b.stages, **({} if b.dtype == "float32" else
+                                                                          dict(dtype=b.dtype)))
+  key = _fingerprint(config.data.to_dict(), what,
                      [t.n_cached_views, t.view_seed, t.max_angle, t.brightness, t.contrast, t.saturation],
                      config.score.n_views)
   path = os.path.join(config.cache_dir, f"features_{dataset.name}_{key}.npz")
@@ -72,11 +75,12 @@ def cached_features(config, backbone, bparams, dataset, split) -> dict[str, np.n
     _log(f"computing features of {n} images x ({t.n_cached_views} train + {config.score.n_views} evaluation) "
          f"views with {backbone.name}")
     store = {"train_views": views,
-             "train": features_lib.extract(backbone, bparams, images, views, label="train views"),
+             "train": features_lib.extract(backbone, bparams, images, views, label="train views",
+                                           dtype=config.backbone.dtype),
              "eval": features_lib.extract(backbone, bparams, images,
                                           features_lib.fixed_view_params(n, config.score.n_views, t.brightness,
                                                                          t.contrast, t.saturation),
-                                          label="evaluation views")}
+                                          label="evaluation views", dtype=config.backbone.dtype)}
     buf = io.BytesIO()
     np.savez(buf, **store)
     write_atomic(path, buf.getvalue())

@@ -79,3 +79,15 @@ def test_training_lowers_the_loss_and_masks_padding_steps():
                                      np.random.default_rng(0), c.train)
   assert len(losses) == 20 * 2  # 30 images / 24 per batch -> 2 steps per epoch; padding steps not counted
   assert losses[-5:].mean() < losses[:5].mean()
+
+
+def test_bfloat16_backbone_features_are_close_to_float32():
+  bb = backbones.get_backbone("efficientnet_lite0")
+  bparams = bb.load()
+  images = np.random.default_rng(0).integers(0, 255, (2, 224, 224, 3), dtype=np.uint8)
+  views = features_lib.fixed_view_params(2, 2)
+  f32 = features_lib.extract(bb, bparams, images, views)
+  bf16 = features_lib.extract(bb, bparams, images, views, dtype="bfloat16")
+  assert bf16.dtype == np.float32
+  corr = np.corrcoef(f32.ravel(), bf16.ravel())[0, 1]
+  assert corr > 0.99 and np.abs(bf16 - f32).max() < 0.25 * np.abs(f32).max()
