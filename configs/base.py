@@ -73,6 +73,8 @@ def base() -> ml_collections.ConfigDict:
   c.maml.task_size = 5           # images per task; query_fraction of them are the query set
   c.maml.query_fraction = 0.3
   c.maml.meta_epochs = 40
+  c.maml.adapt_epochs = 4        # adaptation to the kept set before scoring: epochs of the detector's Adam from
+                                 # the meta-parameters (0: the MAML inner loop on one batch, inner_lr x inner_steps)
   c.maml.init_final_from_meta = True  # the final detector starts from the meta-learned flow
 
   c.refine = ml_collections.ConfigDict()
@@ -98,6 +100,7 @@ def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.score.n_views = 2
   c.maml.meta_epochs = 2
   c.maml.inner_steps = 2
+  c.maml.adapt_epochs = 1
   c.refine.max_iterations = 2
   c.refine.score_epochs = 1
   return c

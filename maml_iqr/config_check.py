@@ -96,6 +96,8 @@ def validate(c) -> None:
     section, name = flag.split(".")
     value = c[section][name]
     _check(_is_int(value) and value > 0, flag, value, "a positive integer")
+  _check(_is_int(c.maml.adapt_epochs) and c.maml.adapt_epochs >= 0, "maml.adapt_epochs", c.maml.adapt_epochs,
+         "an integer >= 0")
   _check(c.train.n_views <= c.train.n_cached_views, "train.n_views", c.train.n_views,
          f"at most train.n_cached_views ({c.train.n_cached_views})")
   for flag in ("flow.clamp", "train.lr", "train.eps", "maml.inner_lr", "maml.meta_lr", "refine.k"):

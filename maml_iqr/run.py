@@ -144,7 +144,12 @@ def meta_train(config, flow, feats, kept, params, iteration):
   rng = _rng(config, 3, iteration)
   losses = []
   n_views, n_cached = config.train.n_views, feats.shape[1]
+  start = last = time.time()
   for i in range(steps):
+    if time.time() - last > 20:
+      last = time.time()
+      print(f"  meta-train {iteration}: step {i}/{steps}, meta-loss {np.mean(losses[-20:]):.4f}, "
+            f"{(last - start) / i * (steps - i):.0f} s left", flush=True)
     s_idx, q_idx = maml.sample_tasks(rng, kept_idx, n_tasks, m.task_size, m.query_fraction)
     idx = np.concatenate([s_idx, q_idx], 1)
     views = np.argsort(rng.random(idx.shape + (n_cached,)), -1)[..., :n_views]
@@ -162,8 +167,12 @@ def meta_train(config, flow, feats, kept, params, iteration):
 ADAPT_IMAGES = 64  # images in the adaptation batch (drawn with replacement when fewer are kept: fixed shape)
 
 
-def adapt_to_set(config, flow, meta_params, feats, kept, iteration):
-  """The meta-learned flow adapted by the inner loop on a batch of the kept set."""
+def adapt_to_set(config, flow, meta_params, feats, train_data, kept, iteration):
+  """The meta-learned flow adapted to the kept set: `maml.adapt_epochs` epochs of the detector's optimiser
+  from the meta-parameters, or (adapt_epochs = 0) the MAML inner loop on one batch of kept images."""
+  if config.maml.adapt_epochs > 0:
+    start = jax.tree.map(jnp.copy, meta_params)  # training donates its input; the meta-parameters live on
+    return train_detector(config, flow, train_data, kept, config.maml.adapt_epochs, (4, iteration), start)[0]
   kept_idx = np.flatnonzero(kept)
   idx = _rng(config, 4, iteration).choice(kept_idx, size=ADAPT_IMAGES, replace=len(kept_idx) < ADAPT_IMAGES)
   return _adapt(flow, _maml_config(config))(meta_params, feats[idx])
@@ -173,7 +182,7 @@ def scoring_params(config, flow, feats, train_data, kept, iteration, state_param
   """Flow params that score the training images in one refinement iteration, per method."""
   if config.method == "maml_iqr":
     meta, _ = meta_train(config, flow, feats["train"], kept, state_params, iteration)
-    return meta, adapt_to_set(config, flow, meta, feats["train"], kept, iteration)
+    return meta, adapt_to_set(config, flow, meta, feats["train"], train_data, kept, iteration)
   if config.method == "iterative":
     params, _ = train_detector(config, flow, train_data, kept, config.refine.score_epochs, (2, iteration))
     return state_params, params
