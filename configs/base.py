@@ -80,6 +80,7 @@ def base() -> ml_collections.ConfigDict:
   c.refine = ml_collections.ConfigDict()
   c.refine.k = 1.5               # T = Q3 + k * IQR; the paper does not state k, 1.5 is classical (and CoMet's)
   c.refine.auto_k_quantile = 0.0  # > 0: threshold = this quantile of validation-good scores (k chosen by data)
+  c.refine.folds = 2             # cross-fitting: each fold scored by a flow fitted on the others (1: no folds)
   c.refine.max_iterations = 5
   c.refine.patience = 1          # stop after this many iterations without a better validation AUROC
   c.refine.max_remove_per_iteration = 0.3   # share of the current set removed at most per iteration

@@ -92,7 +92,7 @@ def validate(c) -> None:
   for flag in ("flow.n_blocks", "flow.hidden", "train.meta_epochs", "train.sub_epochs", "train.batch_size",
                "train.n_views", "train.n_cached_views", "score.n_views", "score.batch_size", "maml.inner_steps",
                "maml.tasks_per_batch", "maml.task_size", "maml.meta_epochs", "refine.max_iterations",
-               "refine.min_kept", "refine.score_epochs"):
+               "refine.min_kept", "refine.score_epochs", "refine.folds"):
     section, name = flag.split(".")
     value = c[section][name]
     _check(_is_int(value) and value > 0, flag, value, "a positive integer")

@@ -65,11 +65,12 @@ class RefineState:
   def final_kept(self) -> np.ndarray:
     """The set the final detector trains on.
 
-    Stopped because validation AUROC stalled: the set whose scoring model validated best (later removals did
-    not help). Stopped because nothing was removed or at the iteration cap: the set after the last removal.
+    Stopped because validation AUROC stalled: the set after the removal made by the best-validated scoring
+    model (the removals of later, worse-validated models are undone). Stopped because nothing was removed or
+    at the iteration cap: the set after the last removal.
     """
     if self.stop_reason == "stalled":
-      return np.asarray(self.history[self.best_iteration]["kept_before"], bool)
+      return np.asarray(self.history[self.best_iteration + 1]["kept_before"], bool)
     return self.kept
 
 

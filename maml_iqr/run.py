@@ -167,29 +167,51 @@ def meta_train(config, flow, feats, kept, params, iteration):
 ADAPT_IMAGES = 64  # images in the adaptation batch (drawn with replacement when fewer are kept: fixed shape)
 
 
-def adapt_to_set(config, flow, meta_params, feats, train_data, kept, iteration):
+def adapt_to_set(config, flow, meta_params, feats, train_data, kept, stage):
   """The meta-learned flow adapted to the kept set: `maml.adapt_epochs` epochs of the detector's optimiser
   from the meta-parameters, or (adapt_epochs = 0) the MAML inner loop on one batch of kept images."""
   if config.maml.adapt_epochs > 0:
     start = jax.tree.map(jnp.copy, meta_params)  # training donates its input; the meta-parameters live on
-    return train_detector(config, flow, train_data, kept, config.maml.adapt_epochs, (4, iteration), start)[0]
+    return train_detector(config, flow, train_data, kept, config.maml.adapt_epochs, (4, *stage), start)[0]
   kept_idx = np.flatnonzero(kept)
-  idx = _rng(config, 4, iteration).choice(kept_idx, size=ADAPT_IMAGES, replace=len(kept_idx) < ADAPT_IMAGES)
+  idx = _rng(config, 4, *stage).choice(kept_idx, size=ADAPT_IMAGES, replace=len(kept_idx) < ADAPT_IMAGES)
   return _adapt(flow, _maml_config(config))(meta_params, feats[idx])
 
 
-def scoring_params(config, flow, feats, train_data, kept, iteration, state_params):
-  """Flow params that score the training images in one refinement iteration, per method."""
+def fit_scorer(config, flow, feats, train_data, kept, iteration, fold, meta):
+  """Flow params fitted on `kept` for one method: adapted from the meta-parameters (maml_iqr), trained from
+  scratch for refine.score_epochs (iterative), or trained at the full schedule (one_shot)."""
+  stage = (2, iteration, fold)
   if config.method == "maml_iqr":
-    meta, _ = meta_train(config, flow, feats["train"], kept, state_params, iteration)
-    return meta, adapt_to_set(config, flow, meta, feats["train"], train_data, kept, iteration)
-  if config.method == "iterative":
-    params, _ = train_detector(config, flow, train_data, kept, config.refine.score_epochs, (2, iteration))
-    return state_params, params
-  # one_shot: the detector trained on the noisy set, at the full schedule
-  params, _ = train_detector(config, flow, train_data, kept, config.train.meta_epochs * config.train.sub_epochs,
-                             (2, iteration))
-  return state_params, params
+    return adapt_to_set(config, flow, meta, feats["train"], train_data, kept, (iteration, fold))
+  epochs = config.refine.score_epochs if config.method == "iterative" else \
+      config.train.meta_epochs * config.train.sub_epochs
+  return train_detector(config, flow, train_data, kept, epochs, stage)[0]
+
+
+def score_training_set(config, flow, feats, train_data, kept, iteration, meta):
+  """Scores of every training image and of the validation set in one refinement iteration.
+
+  With refine.folds = F > 1 the kept images are split into F seeded folds and each fold is scored by a flow
+  fitted on the other folds (cross-fitting): a flow never scores an image it was fitted on, so it cannot have
+  learnt to accept a defective image it is asked about. Validation scores are the mean over the F flows.
+  """
+  if config.method == "maml_iqr":
+    meta, _ = meta_train(config, flow, feats["train"], kept, meta, iteration)
+  n_folds = config.refine.folds
+  kept_idx = np.flatnonzero(kept)
+  fold_of = np.full(len(kept), -1)
+  fold_of[kept_idx] = _rng(config, 6, iteration).permutation(len(kept_idx)) % n_folds
+  train_scores = np.zeros(len(kept), np.float32)
+  val_scores = np.zeros(feats["val"].shape[0], np.float32)
+  for f in range(n_folds):
+    fit_on = kept & (fold_of != f) if n_folds > 1 else kept
+    params = fit_scorer(config, flow, feats, train_data, fit_on, iteration, f, meta)
+    scores = detector.score(flow, params, feats["train_eval"], config.score.kind)
+    target = kept & (fold_of == f) if n_folds > 1 else kept
+    train_scores[target] = scores[target]
+    val_scores += detector.score(flow, params, feats["val"], config.score.kind) / n_folds
+  return meta, train_scores, val_scores
 
 
 def refine(config, workdir, flow, feats, train_data, split) -> RefineState:
@@ -213,9 +235,8 @@ def refine(config, workdir, flow, feats, train_data, split) -> RefineState:
   try:
     while not state.done:
       t0 = time.time()
-      params, scorer_params = scoring_params(config, flow, feats, train_data, state.kept, state.iteration, params)
-      train_scores = detector.score(flow, scorer_params, feats["train_eval"], config.score.kind)
-      val_scores = detector.score(flow, scorer_params, feats["val"], config.score.kind)
+      params, train_scores, val_scores = score_training_set(config, flow, feats, train_data, state.kept,
+                                                            state.iteration, params)
       if not (np.all(np.isfinite(train_scores)) and np.all(np.isfinite(val_scores))):
         raise FloatingPointError("refinement: non-finite scores; the last good checkpoint is kept")
       state = refine_step(state, train_scores, split.val.labels, val_scores, injected, split.train.ids, r)

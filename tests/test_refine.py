@@ -43,9 +43,11 @@ def test_controller_history_and_stopping():
   h = state.history[0]
   assert (h["n_removed"], h["removed_injected"], h["removed_good"], h["injected_left"]) == (2, 2, 0, 0)
   assert h["removed_ids"] == ["i18", "i19"] and h["val_auroc"] == 1.0 and not state.done
-  # second iteration: worse validation AUROC -> stalled; the final set is the one that validated best
+  # second iteration: worse validation AUROC -> stalled; the final set keeps the best model's removals only
+  scores[:3] = 100.0  # this worse-validated model would remove three more images
   state = refine_step(state, scores, val_labels, np.array([0.4, 0.3, 0.2, 0.1]), injected, ids, _cfg())
-  assert state.stop_reason == "stalled" and state.final_kept().all()
+  assert state.stop_reason == "stalled" and state.history[1]["n_removed"] > 0
+  assert (state.final_kept() == ~injected).all()
 
 
 def test_stops_when_nothing_removed():
