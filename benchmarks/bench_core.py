@@ -67,7 +67,7 @@ def bench_backbones(args, peak) -> list[dict]:
     analytic = alexnet_flops_per_view() if name == "alexnet" else None
     note = "real ImageNet weights" if weights is None else \
         "weights_path='random' (untrained; throughput does not depend on weight values)"
-    with_views = features_lib._jitted(bb.features)  # pylint: disable=protected-access  # what extract calls
+    with_views = features_lib._jitted(bb.features, "float32")  # pylint: disable=protected-access  # what extract calls
     raw = jax.jit(bb.features)
     per_view = {}  # mode -> XLA flops of one view, from a compile without loops
     for n_img, n_views in plans[name]:

@@ -13,4 +13,5 @@ def overrides() -> ml_collections.ConfigDict:
       "train": {"meta_epochs": 8, "sub_epochs": 4},
       "maml": {"meta_epochs": 2, "adapt_epochs": 4},
       "refine": {"score_epochs": 8},
+      "score": {"n_views": 64},
   })
