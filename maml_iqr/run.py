@@ -2,9 +2,10 @@
 
 `train_and_evaluate(config, workdir)` is what `launch.main` calls. Methods share everything but the cleaning:
   differnet  train on the noisy set as it is
-  one_shot   one IQR removal, scored by a detector trained on the noisy set
-  iterative  IQR removal repeated, each time scored by a freshly trained flow (the predecessor paper, IRP)
+  one_shot   one IQR removal, scored by detectors trained on the noisy set at the full schedule
+  iterative  IQR removal repeated, each time scored by freshly trained flows (the predecessor paper, IRP)
   maml_iqr   IQR removal repeated, scored by a MAML meta-learned flow adapted to the kept set (the method)
+Scores are cross-fitted over `refine.folds` folds in every method that removes images.
 Every refinement iteration checkpoints; a killed run started again with the same --workdir resumes there.
 """
 from __future__ import annotations
@@ -109,18 +110,21 @@ def train_detector(config, flow, train_data, kept, epochs, stage, params=None):
   return params, losses
 
 
+def _task_loss(flow):
+  """The flow's NLL on a task's rows of any leading shape (..., D): MAML's `loss_fn(params, batch)`."""
+  return lambda p, x: detector.loss_fn(flow, p, x.reshape(-1, x.shape[-1]))
+
+
 @functools.lru_cache(maxsize=None)
 def _meta_step(flow, cfg: maml.MamlConfig, t: tuple):
   """The jitted, device-parallel meta step; cached so that refinement iterations reuse one compile."""
   optimizer = detector.make_optimizer(ml_collections.ConfigDict(dict(t)))  # cached: same object per setting
-  loss = lambda p, x: detector.loss_fn(flow, p, x.reshape(-1, x.shape[-1]))
-  return optimizer, maml.parallel_meta_step(maml.make_meta_step(loss, optimizer, cfg))
+  return optimizer, maml.parallel_meta_step(maml.make_meta_step(_task_loss(flow), optimizer, cfg))
 
 
 @functools.lru_cache(maxsize=None)
 def _adapt(flow, cfg: maml.MamlConfig):
-  loss = lambda p, x: detector.loss_fn(flow, p, x.reshape(-1, x.shape[-1]))
-  return jax.jit(lambda p, x: maml.adapt(loss, p, x, cfg.inner_lr, cfg.inner_steps, True))
+  return jax.jit(lambda p, x: maml.adapt(_task_loss(flow), p, x, cfg.inner_lr, cfg.inner_steps, True))
 
 
 def _maml_config(config) -> maml.MamlConfig:
