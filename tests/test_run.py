@@ -132,3 +132,9 @@ def test_hazelnut_toy_differnet_end_to_end(tmp_path):
   res = run.train_and_evaluate(c, str(tmp_path))
   assert res["contamination"]["n_good_train"] == 28 and res["contamination"]["n_test"] == 23
   assert res["auroc"] > 0.9  # measured 1.0: real features separate the colour defects
+
+
+def test_maml_iqr_with_the_bare_inner_loop_as_adaptation(folders, tmp_path):
+  """maml.adapt_epochs = 0: the meta-learned flow is adapted by MAML's own inner loop only."""
+  res = run.train_and_evaluate(_config(folders, "maml_iqr", **{"maml.adapt_epochs": 0}), str(tmp_path))
+  assert res["status"] == "done" and res["refinement"]
