@@ -1,5 +1,6 @@
 """The table sweep on a tiny synthetic folder: cells, resumption and the paper-format tables."""
 import json
+import os
 import subprocess
 import sys
 
@@ -39,3 +40,18 @@ def get_config():
   again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0 and "4 cells, 4 already done" in again.stdout
   assert "[sweep] cell" not in again.stdout  # nothing re-run
+
+
+def test_every_sweep_config_loads_and_names_real_experiments():
+  import glob
+  import importlib.util
+  from launch.sweep import cells, load_experiment
+  paths = sorted(glob.glob(os.path.join(REPO, "configs", "sweeps", "[!_]*_*.py")))
+  assert len(paths) >= 8
+  for path in paths:
+    spec = importlib.util.spec_from_file_location("sweep_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sweep = module.get_config()
+    assert cells(sweep), path
+    load_experiment(os.path.join(REPO, sweep.experiment))  # the experiment config it names exists

@@ -18,7 +18,7 @@ def get_config():
   s.seeds = (0, 1, 2)
   s.methods = ("maml_iqr",)
   s.variants = ml_collections.ConfigDict({
-      **{f"k={k}": {"refine": {"k": k}} for k in (0.5, 1.0, 1.5, 2.0)},
+      **{f"k={k:g}".replace(".", "p"): {"refine": {"k": k}} for k in (0.5, 1.0, 1.5, 2.0)},  # k=0p5 ...
       "k=auto": {"refine": {"auto_k_quantile": 0.99}},
   })
   return s
