@@ -14,7 +14,6 @@ import numpy as np
 
 from maml_iqr.data import transforms
 
-IDENTITY_VIEW = (0.0, 1.0, 1.0, 1.0)
 
 
 def random_view_params(rng: np.random.Generator, n_images: int, n_views: int, max_angle: float,

@@ -218,11 +218,15 @@ def score_training_set(config, flow, feats, train_data, kept, iteration, meta):
   return meta, train_scores, val_scores
 
 
+def injected_mask(split) -> np.ndarray:
+  """Which training images were injected (known to the evaluation only, never to the cleaning)."""
+  return np.isin(np.asarray(split.train.ids), np.asarray(split.injected_ids, dtype=object))
+
+
 def refine(config, workdir, flow, feats, train_data, split) -> RefineState:
   """The refinement loop, resumable from the last completed iteration."""
   n = len(split.train)
-  injected = np.isin(np.asarray(split.train.ids), np.asarray(split.injected_ids)) if split.n_injected else \
-      np.zeros(n, bool)
+  injected = injected_mask(split)
   state = RefineState(np.ones(n, bool))
   params = detector.init_params(flow, config.seed)  # meta-parameters carried across iterations (maml_iqr)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "refine"))
@@ -320,7 +324,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   timings["test_s"] = round(time.time() - t, 2)
   timings["total_s"] = round(time.time() - start, 2)
   labels = split.test.labels
-  injected = np.isin(np.asarray(split.train.ids), np.asarray(split.injected_ids))
+  injected = injected_mask(split)
   results.update({
       "status": "done",
       "auroc": metrics.auroc(labels, test_scores), "aupr": metrics.aupr(labels, test_scores),
