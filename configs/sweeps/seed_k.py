@@ -1,8 +1,8 @@
-"""The seed's k-sensitivity experiment, plus the automatic threshold (beyond the paper): maml_iqr on Magnetic
-Tile at 20 % noise with k in {0.5, 1.0, 1.5, 2.0} and with k chosen from validation-good scores; good/bad
+"""The seed's k-sensitivity experiment, plus the automatic threshold (beyond the paper): maml_iqr on elpv
+mono at 20 % noise with k in {0.5, 1.0, 1.5, 2.0} and with k chosen from validation-good scores; good/bad
 removal counts are in results.csv (removal_recall, good_lost) and each cell's report.md.
 
-  python -m launch.sweep --sweep=configs/sweeps/seed_k.py --workdir=results/seed_k
+  python -m launch.sweep --sweep=configs/sweeps/seed_k.py --workdir=results/seed_k_elpv
 """
 import ml_collections
 
@@ -11,9 +11,9 @@ from configs.sweeps import cpu
 
 def get_config():
   s = ml_collections.ConfigDict()
-  s.experiment = "configs/mtd.py"
+  s.experiment = "configs/elpv.py"
   s.overrides = cpu.overrides()
-  s.categories = ("magnetic_tile",)
+  s.categories = ("mono",)
   s.noise = (0.2,)
   s.seeds = (0, 1, 2)
   s.methods = ("maml_iqr",)

@@ -1,7 +1,7 @@
 """The seed's transformation ablation: rotation only, rotation + brightness, and the full set (rotation,
 brightness, contrast, saturation), for training views and for the score, maml_iqr on elpv mono at 20 % noise.
 
-  python -m launch.sweep --sweep=configs/sweeps/seed_transforms.py --workdir=results/seed_transforms
+  python -m launch.sweep --sweep=configs/sweeps/seed_transforms.py --workdir=results/seed_transforms_elpv
 """
 import ml_collections
 
