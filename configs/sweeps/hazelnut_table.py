@@ -1,0 +1,23 @@
+"""hazelnut_toy from ../shared/data (28 good train images; 6 good + 17 defective test): the four methods at noise
+0, 20, 50 %, EfficientNet-Lite0 features and the CPU settings. A toy: with 6 good test images (fewer after
+the validation carve-out), one image moves the AUROC by several points, so read it as a smoke test of the
+whole pipeline on real photos, not as a benchmark.
+
+  python -m launch.sweep --sweep=configs/sweeps/hazelnut_table.py --workdir=results/hazelnut
+"""
+import ml_collections
+
+from configs.sweeps import cpu
+
+
+def get_config():
+  s = ml_collections.ConfigDict()
+  s.experiment = "configs/mvtec.py"
+  s.overrides = cpu.overrides()
+  s.overrides.data = {"root": "../shared/data"}
+  s.overrides.backbone = {"name": "efficientnet_lite0"}
+  s.categories = ("hazelnut_toy",)
+  s.noise = cpu.NOISE
+  s.seeds = (0, 1, 2)
+  s.methods = cpu.METHODS
+  return s
