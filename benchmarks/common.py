@@ -140,6 +140,16 @@ def measure_peak(quick: bool) -> dict:
   return out
 
 
+def matmul_gflops(m: int, k: int, n: int, quick: bool = False) -> float:
+  """Best-repeat GFLOP/s of one jitted f32 (m, k) @ (k, n): the ceiling for a layer of that shape, which for
+  few rows is far below the big-matmul peak."""
+  a = jax.random.normal(jax.random.key(0), (m, k), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (k, n), jnp.float32)
+  mm = jax.jit(jnp.matmul)
+  t = measure(lambda: mm(a, b), repeats=5 if quick else 30)
+  return 2.0 * m * k * n / t["min_s"] / 1e9
+
+
 def rate_fields(flops: float, seconds: float, peak_gflops: float) -> dict:
   """Achieved GFLOP/s and its share of the measured peak."""
   g = flops / seconds / 1e9

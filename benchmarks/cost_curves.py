@@ -4,9 +4,8 @@
 
 Every curve uses the project's own host-side entry points (`detector.score`, `detector.train`,
 `run.meta_train`) at configs/default.py's flow (472-d Lite0 features, hidden 512, 8 blocks), so the figures
-include padding to fixed shapes: `detector.train` runs whole chunks of `detector.STEPS_PER_CALL` steps and
-padded steps cost as much as real ones, so epoch time is a staircase in N, not a line. Each curve gets a
-least-squares line (intercept + slope * x) as a cost model. Compilation is excluded (one untimed call per
+include what the host adds: the last batch of an epoch is filled to the full batch size, and `detector.score`
+pads its last batch. Each curve gets a least-squares line (intercept + slope * x) as a cost model. Compilation is excluded (one untimed call per
 shape first) and reported apart.
 """
 from __future__ import annotations
@@ -72,14 +71,14 @@ def curve_score_vs_k(c, flow, params, rng, ks, n, repeats) -> dict:
 
 def _train_epoch(c, flow, params, feats, rng):
   optimizer = detector.make_optimizer(c.train)
-  p = jax.tree.map(jnp.copy, params)  # the chunk donates its params
+  p = jax.tree.map(jnp.copy, params)  # the training step donates its params
   _, _, losses = detector.train(flow, p, optimizer, feats, np.arange(feats.shape[0]), 1, rng, c.train,
                                 log_every=1e9)
   return losses
 
 
 def curve_train_vs_n(c, flow, params, rng, ns, repeats) -> dict:
-  """One `detector.train` epoch over N images (24 images x 4 views per step, 16-step chunks)."""
+  """One `detector.train` epoch over N images (24 images x 4 views per step)."""
   k_cached = c.train.n_cached_views
   _train_epoch(c, flow, params, jnp.asarray(_feats(rng, c.train.batch_size, k_cached, flow.dim)), rng)  # compile
   pts = []
@@ -87,12 +86,10 @@ def curve_train_vs_n(c, flow, params, rng, ns, repeats) -> dict:
     f = jnp.asarray(_feats(rng, n, k_cached, flow.dim))
     _, t = _timed(lambda: _train_epoch(c, flow, params, f, rng), repeats)
     steps = -(-n // c.train.batch_size)
-    pts.append({"n_images": n, "steps": steps, "steps_run": -(-steps // detector.STEPS_PER_CALL) *
-                detector.STEPS_PER_CALL, "seconds": t, "images_per_s": n / t})
-  return {"batch_images": c.train.batch_size, "views_per_image": c.train.n_views,
-          "steps_per_call": detector.STEPS_PER_CALL, "points": pts,
+    pts.append({"n_images": n, "steps": steps, "seconds": t, "s_per_step": t / steps, "images_per_s": n / t})
+  return {"batch_images": c.train.batch_size, "views_per_image": c.train.n_views, "points": pts,
           "fit_vs_n": common.linear_fit(ns, [p["seconds"] for p in pts]),
-          "fit_vs_steps_run": common.linear_fit([p["steps_run"] for p in pts], [p["seconds"] for p in pts])}
+          "fit_vs_steps": common.linear_fit([p["steps"] for p in pts], [p["seconds"] for p in pts])}
 
 
 def curve_train_vs_k(c, flow, params, rng, ks, n, repeats) -> dict:
@@ -167,8 +164,8 @@ def main(argv=None) -> dict:
   common.print_table(f"scoring vs K (N={out['score_vs_k']['n_images']})", ["K", "s", "images/s", "compile s"],
                      [[x["views"], x["seconds"], x["images_per_s"], x["compile_s"]]
                       for x in out["score_vs_k"]["points"]])
-  common.print_table("training one epoch vs N (detector.train)", ["N", "steps", "steps run", "s", "images/s"],
-                     [[x["n_images"], x["steps"], x["steps_run"], x["seconds"], x["images_per_s"]]
+  common.print_table("training one epoch vs N (detector.train)", ["N", "steps", "s", "s/step", "images/s"],
+                     [[x["n_images"], x["steps"], x["seconds"], x["s_per_step"], x["images_per_s"]]
                       for x in out["train_epoch_vs_n"]["points"]])
   common.print_table(f"training one epoch vs views K (N={out['train_epoch_vs_k']['n_images']})",
                      ["K", "samples/step", "s", "compile s"],

@@ -1,7 +1,7 @@
 """The DifferNet-style detector: a flow trained by NLL on cached view features, scored over fixed views.
 
-Training runs as fixed-shape jitted chunks of `lax.scan` steps over an index array built on the host, so the
-kept set can shrink between refinement iterations without a recompile: only indices change, never shapes.
+Training runs one fixed-shape jitted step per batch over an index array built on the host, so the kept set can
+shrink between refinement iterations without a recompile: only indices change, never shapes.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import optax
 
 from maml_iqr.models import flow as flow_lib
 
-STEPS_PER_CALL = 16  # steps per jitted chunk: one host round trip per chunk
+CHECK_EVERY = 16  # training steps between host reads of the losses (finite? progress)
 # Features are clipped to +-FEATURE_BOUND before the flow. Real backbone features are far inside it
 # (EfficientNet-Lite0 ends in ReLU6: [0, 6]; AlexNet's pooled ReLU features are O(10)), so it changes nothing
 # for them; it keeps z and the scores finite in float32 on absurd inputs (measured: an 8-block flow with
@@ -82,30 +82,24 @@ def recompute_features(features_fn):
 
 
 @functools.lru_cache(maxsize=None)
-def make_train_chunk(flow: flow_lib.Flow, optimizer: optax.GradientTransformation, batch_fn=gather_cached):
-  """chunk(params, opt_state, data, idx (S, R, 2), valid (S,)) -> params, opt_state, losses (S,).
+def make_train_step(flow: flow_lib.Flow, optimizer: optax.GradientTransformation, batch_fn=gather_cached):
+  """step(params, opt_state, data, ix (R, 2)) -> params, opt_state, loss: one fused, jitted Adam step.
 
-  Row r of step s trains on view idx[s, r, 1] of image idx[s, r, 0], taken from `data` by `batch_fn` (the
-  feature cache by default); steps with valid == False are no-ops (they pad the last chunk so that every
-  call has the same shape).
+  Row r trains on view ix[r, 1] of image ix[r, 0], taken from `data` by `batch_fn` (the feature cache by
+  default). params and opt_state are donated. One step per call, not a `lax.scan` of steps: inside a scan's
+  loop body XLA:CPU copied every weight and Adam moment once per step (measured 1.3x slower per step at
+  DifferNet's size, benchmarks/bench_core.py section `train`). Calls are dispatched asynchronously, so the
+  host still waits only when it reads the losses (`CHECK_EVERY`).
   """
   grad_fn = jax.value_and_grad(functools.partial(loss_fn, flow))
 
-  def step(carry, inputs):
-    params, opt_state, data = carry
-    ix, valid = inputs
-    loss, grads = grad_fn(params, batch_fn(data, ix))
-    updates, new_opt = optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(valid, a, b), new, old)
-    return (keep(new_params, params), keep(new_opt, opt_state), data), loss
-
   @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def chunk(params, opt_state, data, idx, valid):
-    (params, opt_state, _), losses = jax.lax.scan(step, (params, opt_state, data), (idx, valid))
-    return params, opt_state, losses
+  def step(params, opt_state, data, ix):
+    loss, grads = grad_fn(params, batch_fn(data, ix))
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
 
-  return chunk
+  return step
 
 
 def epoch_indices(rng: np.random.Generator, kept: np.ndarray, batch_size: int, n_views: int,
@@ -132,29 +126,29 @@ def train(flow, params, optimizer, data, kept: np.ndarray, epochs: int, rng: np.
   `data` is the feature cache (N, K, D) by default, or whatever `batch_fn` reads (see `recompute_features`);
   `n_cached` is K, the number of views per image to draw from.
   """
-  chunk = make_train_chunk(flow, optimizer, batch_fn)
+  step = make_train_step(flow, optimizer, batch_fn)
   n_cached = data.shape[1] if n_cached is None else n_cached
   if opt_state is None:
     opt_state = optimizer.init(params)
   idx = np.concatenate([epoch_indices(rng, kept, t.batch_size, t.n_views, n_cached) for _ in range(epochs)])
   n = len(idx)
-  pad = -n % STEPS_PER_CALL
-  idx = np.concatenate([idx, np.zeros((pad,) + idx.shape[1:], idx.dtype)])
-  valid = np.arange(len(idx)) < n
-  losses, start, last = [], time.time(), time.time()
-  for i in range(0, len(idx), STEPS_PER_CALL):
-    params, opt_state, l = chunk(params, opt_state, data, jnp.asarray(idx[i:i + STEPS_PER_CALL]),
-                                 jnp.asarray(valid[i:i + STEPS_PER_CALL]))
-    losses.append(np.asarray(l)[valid[i:i + STEPS_PER_CALL]])
+  losses, pending, start, last = [], [], time.time(), time.time()
+  for i in range(n):
+    params, opt_state, loss = step(params, opt_state, data, idx[i])
+    pending.append(loss)
+    if len(pending) < CHECK_EVERY and i < n - 1:
+      continue
+    losses.append(np.asarray(jax.device_get(pending), np.float32))
+    pending = []
     if not np.all(np.isfinite(losses[-1])):
-      step = i + int(np.argmin(np.isfinite(losses[-1])))
-      raise FloatingPointError(f"flow training {label}: the loss became non-finite ({losses[-1][step - i]}) at "
-                               f"step {step} of {n}; lower --config.train.lr or check the features for NaN")
+      j = int(np.argmin(np.isfinite(losses[-1])))
+      raise FloatingPointError(f"flow training {label}: the loss became non-finite ({losses[-1][j]}) at step "
+                               f"{i + 1 - len(losses[-1]) + j} of {n}; lower --config.train.lr or check the "
+                               "features for NaN")
     if time.time() - last > log_every:
       last = time.time()
-      done = min(i + STEPS_PER_CALL, n)
-      print(f"  train {label}: step {done}/{n}, loss {losses[-1].mean():.4f}, "
-            f"{(time.time() - start) / done * (n - done):.0f} s left", flush=True)
+      print(f"  train {label}: step {i + 1}/{n}, loss {losses[-1].mean():.4f}, "
+            f"{(time.time() - start) / (i + 1) * (n - i - 1):.0f} s left", flush=True)
   return params, opt_state, np.concatenate(losses) if losses else np.zeros(0)
 
 

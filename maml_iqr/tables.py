@@ -135,7 +135,10 @@ def _plots(runs, out_dir) -> list[str]:
   axes[0].set(xlabel="noise (%)", ylabel="test AUROC", title="AUROC against noise")
   axes[1].set(xlabel="noise (%)", ylim=(0, 1.02), title="removal of injected images")
   axes[0].legend()
-  axes[1].legend(fontsize=7)
+  if axes[1].get_legend_handles_labels()[0]:
+    axes[1].legend(fontsize=7)
+  else:
+    axes[1].text(0.5, 0.5, "no cleaning method in this sweep", ha="center", transform=axes[1].transAxes)
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
   plt.close(fig)

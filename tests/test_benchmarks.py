@@ -27,13 +27,15 @@ def test_bench_core_quick_writes_expected_json(tmp_path):
       assert _positive(r[k]), (k, r)
   assert {r["size"] for r in res["train"]} == {"differnet", "default"}
   for r in res["train"]:
-    for k in ("samples_per_s", "step_s", "params", "gflops_per_s", "fraction_of_peak"):
+    for k in ("samples_per_s", "step_s", "params", "gflops_per_s", "fraction_of_peak", "scan_step_s",
+              "optimizer_update_s", "shape_ceiling_gflops_per_s", "fraction_of_shape_ceiling"):
       assert _positive(r[k]), (k, r)
   for r in res["score"]:
     assert r["views_per_image"] == 64 and _positive(r["images_per_s"]) and _positive(r["fraction_of_peak"])
   assert len(res["maml"]) >= 2
   for r in res["maml"]:
     assert _positive(r["step_s"]) and _positive(r["tasks"]) and _positive(r["inner_steps"])
+    assert _positive(r["fraction_of_shape_ceiling"])
   assert all(v >= 0 for v in res["compile_s"].values())
   assert _positive(res["memory"]["host_peak_rss_mb"])
 
