@@ -4,9 +4,10 @@
 
 Every curve uses the project's own host-side entry points (`detector.score`, `detector.train`,
 `run.meta_train`) at configs/default.py's flow (472-d Lite0 features, hidden 512, 8 blocks), so the figures
-include what the host adds: the last batch of an epoch is filled to the full batch size, and `detector.score`
-pads its last batch. Each curve gets a least-squares line (intercept + slope * x) as a cost model. Compilation is excluded (one untimed call per
-shape first) and reported apart.
+include what the host adds: the last batch of an epoch is filled to the full batch size, `detector.train` runs
+16-step chunks plus single steps for the remainder, and `detector.score` pads its last batch. Each curve gets a
+least-squares line (intercept + slope * x) as a cost model. Compilation is excluded (one untimed call per shape
+first) and reported apart.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The DifferNet-style detector: a flow trained by NLL on cached view features, scored over fixed views.
 
-Training runs one fixed-shape jitted step per batch over an index array built on the host, so the kept set can
-shrink between refinement iterations without a recompile: only indices change, never shapes.
+Training runs fixed-shape jitted chunks of `lax.scan` steps (and single steps for the remainder) over an index
+array built on the host, so the kept set can shrink between refinement iterations without a recompile: only
+indices change, never shapes.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import optax
 
 from maml_iqr.models import flow as flow_lib
 
-CHECK_EVERY = 16  # training steps between host reads of the losses (finite? progress)
+STEPS_PER_CALL = 16  # training steps per jitted chunk: one host round trip per chunk
 # Features are clipped to +-FEATURE_BOUND before the flow. Real backbone features are far inside it
 # (EfficientNet-Lite0 ends in ReLU6: [0, 6]; AlexNet's pooled ReLU features are O(10)), so it changes nothing
 # for them; it keeps z and the scores finite in float32 on absurd inputs (measured: an 8-block flow with
@@ -81,25 +82,47 @@ def recompute_features(features_fn):
   return batch
 
 
-@functools.lru_cache(maxsize=None)
-def make_train_step(flow: flow_lib.Flow, optimizer: optax.GradientTransformation, batch_fn=gather_cached):
-  """step(params, opt_state, data, ix (R, 2)) -> params, opt_state, loss: one fused, jitted Adam step.
-
-  Row r trains on view ix[r, 1] of image ix[r, 0], taken from `data` by `batch_fn` (the feature cache by
-  default). params and opt_state are donated. One step per call, not a `lax.scan` of steps: inside a scan's
-  loop body XLA:CPU copied every weight and Adam moment once per step (measured 1.3x slower per step at
-  DifferNet's size, benchmarks/bench_core.py section `train`). Calls are dispatched asynchronously, so the
-  host still waits only when it reads the losses (`CHECK_EVERY`).
-  """
+def _adam_step(flow: flow_lib.Flow, optimizer: optax.GradientTransformation, batch_fn):
+  """(params, opt_state, data, ix (R, 2)) -> params, opt_state, loss. Row r trains on view ix[r, 1] of image
+  ix[r, 0], taken from `data` by `batch_fn` (the feature cache by default)."""
   grad_fn = jax.value_and_grad(functools.partial(loss_fn, flow))
 
-  @functools.partial(jax.jit, donate_argnums=(0, 1))
   def step(params, opt_state, data, ix):
     loss, grads = grad_fn(params, batch_fn(data, ix))
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
   return step
+
+
+@functools.lru_cache(maxsize=None)
+def make_train_chunk(flow: flow_lib.Flow, optimizer: optax.GradientTransformation, batch_fn=gather_cached):
+  """chunk(params, opt_state, data, idx (S, R, 2)) -> params, opt_state, losses (S,): S Adam steps in one
+  jitted `lax.scan` (one call, one host round trip). params and opt_state are donated.
+
+  `train` calls it with S = STEPS_PER_CALL only and runs the remainder with `make_train_step`, so there are two
+  compiled shapes and no padding. An earlier design padded the last chunk with steps made no-ops by
+  `jnp.where(valid, new, old)`; with that select XLA:CPU copied every weight and Adam moment once per step
+  (0.54 against 0.42 s per step at DifferNet's size, benchmarks/bench_core.py section `train`).
+  """
+  step = _adam_step(flow, optimizer, batch_fn)
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def chunk(params, opt_state, data, idx):
+    def body(carry, ix):
+      params, opt_state, loss = step(*carry, ix)
+      return (params, opt_state, data), loss
+    (params, opt_state, _), losses = jax.lax.scan(body, (params, opt_state, data), idx)
+    return params, opt_state, losses
+
+  return chunk
+
+
+@functools.lru_cache(maxsize=None)
+def make_train_step(flow: flow_lib.Flow, optimizer: optax.GradientTransformation, batch_fn=gather_cached):
+  """step(params, opt_state, data, ix (R, 2)) -> params, opt_state, loss: one jitted Adam step, for the steps
+  of a `train` call that do not fill a chunk. params and opt_state are donated."""
+  return jax.jit(_adam_step(flow, optimizer, batch_fn), donate_argnums=(0, 1))
 
 
 def epoch_indices(rng: np.random.Generator, kept: np.ndarray, batch_size: int, n_views: int,
@@ -126,29 +149,33 @@ def train(flow, params, optimizer, data, kept: np.ndarray, epochs: int, rng: np.
   `data` is the feature cache (N, K, D) by default, or whatever `batch_fn` reads (see `recompute_features`);
   `n_cached` is K, the number of views per image to draw from.
   """
-  step = make_train_step(flow, optimizer, batch_fn)
+  chunk, step = make_train_chunk(flow, optimizer, batch_fn), make_train_step(flow, optimizer, batch_fn)
   n_cached = data.shape[1] if n_cached is None else n_cached
   if opt_state is None:
     opt_state = optimizer.init(params)
   idx = np.concatenate([epoch_indices(rng, kept, t.batch_size, t.n_views, n_cached) for _ in range(epochs)])
   n = len(idx)
-  losses, pending, start, last = [], [], time.time(), time.time()
-  for i in range(n):
-    params, opt_state, loss = step(params, opt_state, data, idx[i])
-    pending.append(loss)
-    if len(pending) < CHECK_EVERY and i < n - 1:
-      continue
-    losses.append(np.asarray(jax.device_get(pending), np.float32))
-    pending = []
+  losses, start, last, i = [], time.time(), time.time(), 0
+  while i < n:
+    if n - i >= STEPS_PER_CALL:
+      params, opt_state, l = chunk(params, opt_state, data, jnp.asarray(idx[i:i + STEPS_PER_CALL]))
+    else:  # the remainder, one step per call (dispatched asynchronously; read once below)
+      ls = []
+      for ix in idx[i:]:
+        params, opt_state, loss = step(params, opt_state, data, jnp.asarray(ix))
+        ls.append(loss)
+      l = jnp.stack(ls)
+    losses.append(np.asarray(l))
+    i += len(losses[-1])
     if not np.all(np.isfinite(losses[-1])):
       j = int(np.argmin(np.isfinite(losses[-1])))
       raise FloatingPointError(f"flow training {label}: the loss became non-finite ({losses[-1][j]}) at step "
-                               f"{i + 1 - len(losses[-1]) + j} of {n}; lower --config.train.lr or check the "
+                               f"{i - len(losses[-1]) + j} of {n}; lower --config.train.lr or check the "
                                "features for NaN")
     if time.time() - last > log_every:
       last = time.time()
-      print(f"  train {label}: step {i + 1}/{n}, loss {losses[-1].mean():.4f}, "
-            f"{(time.time() - start) / (i + 1) * (n - i - 1):.0f} s left", flush=True)
+      print(f"  train {label}: step {i}/{n}, loss {losses[-1].mean():.4f}, "
+            f"{(time.time() - start) / i * (n - i):.0f} s left", flush=True)
   return params, opt_state, np.concatenate(losses) if losses else np.zeros(0)
 
 

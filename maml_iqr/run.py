@@ -262,7 +262,11 @@ def refine(config, workdir, flow, feats, train_data, split) -> RefineState:
 
 
 def epochs_to_converge(losses: np.ndarray, n_epochs: int, tolerance: float = 0.05) -> int | None:
-  """First epoch whose mean loss is within `tolerance` of the whole drop from the first to the last epoch."""
+  """First epoch whose mean loss is within `tolerance` of the whole drop from the first to the last epoch.
+
+  Relative to the run's own last epoch: it says when this run flattened out, not that a longer run would not
+  go lower (a 32-epoch run flattens by epoch 25-30; 192 epochs go on lowering the loss until about epoch 150).
+  """
   if n_epochs < 2 or len(losses) < n_epochs:
     return None
   per_epoch = np.asarray(losses[:len(losses) // n_epochs * n_epochs]).reshape(n_epochs, -1).mean(1)

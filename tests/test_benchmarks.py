@@ -27,8 +27,8 @@ def test_bench_core_quick_writes_expected_json(tmp_path):
       assert _positive(r[k]), (k, r)
   assert {r["size"] for r in res["train"]} == {"differnet", "default"}
   for r in res["train"]:
-    for k in ("samples_per_s", "step_s", "params", "gflops_per_s", "fraction_of_peak", "scan_step_s",
-              "optimizer_update_s", "shape_ceiling_gflops_per_s", "fraction_of_shape_ceiling"):
+    for k in ("samples_per_s", "step_s", "params", "gflops_per_s", "fraction_of_peak", "one_call_per_step_s",
+              "masked_scan_step_s", "optimizer_update_s", "shape_ceiling_gflops_per_s", "fraction_of_shape_ceiling"):
       assert _positive(r[k]), (k, r)
   for r in res["score"]:
     assert r["views_per_image"] == 64 and _positive(r["images_per_s"]) and _positive(r["fraction_of_peak"])

@@ -232,6 +232,7 @@ def test_train_names_the_first_step_whose_loss_is_not_finite(monkeypatch):
   original = detector.loss_fn
   monkeypatch.setattr(detector, "loss_fn",
                       lambda f, p, x: jnp.where(jnp.max(x) > 50, jnp.nan, original(f, p, x)))
+  detector.make_train_chunk.cache_clear()
   detector.make_train_step.cache_clear()
   try:
     flow = flow_lib.Flow(6, n_blocks=2, hidden=8, permutation_seed=7)
@@ -243,6 +244,7 @@ def test_train_names_the_first_step_whose_loss_is_not_finite(monkeypatch):
     with pytest.raises(FloatingPointError, match=f"at step {first} of {len(idx)};"):
       _tiny_train(flow, data)
   finally:
+    detector.make_train_chunk.cache_clear()
     detector.make_train_step.cache_clear()
 
 

@@ -56,7 +56,8 @@ def test_no_recompile_across_refinement_iterations(folders, tmp_path, monkeypatc
   original = detector.loss_fn
 
   def fresh_caches():
-    for cached in (detector.make_train_step, detector.make_scorer, run._meta_step, run._adapt):
+    for cached in (detector.make_train_chunk, detector.make_train_step, detector.make_scorer, run._meta_step,
+                   run._adapt):
       cached.cache_clear()
     chex.clear_trace_counter()
 
