@@ -227,7 +227,7 @@ def bench_maml(args, peak) -> list[dict]:
   """(d) one meta-step (`run._meta_step`, as `run.meta_train` builds it) vs tasks and inner steps."""
   rows = []
   rng = np.random.default_rng(0)
-  size = QUICK_FLOW_SIZES[1] if args.quick else ("default", 472, 512, 8)
+  size = QUICK_FLOW_SIZES[1] if args.quick else dict((f[0], f) for f in FLOW_SIZES)[args.maml_flow]
   dim = size[1]
   config = flow_config(size)
   flow = detector.make_flow(config, dim)
@@ -241,6 +241,8 @@ def bench_maml(args, peak) -> list[dict]:
   ceiling = common.matmul_gflops(support_rows, config.flow.hidden, config.flow.hidden, quick=args.quick)
   if args.quick:
     plan = [(1, 1), (2, 2)]
+  elif args.maml_flow == "differnet":  # seconds per step: one meta-batch is enough
+    plan = [(m.tasks_per_batch, m.inner_steps)]
   else:
     plan = [(t, m.inner_steps) for t in (1, 2, 4, 8, 16)] + [(m.tasks_per_batch, 1)]
   for n_tasks, inner in plan:
@@ -281,6 +283,8 @@ def main(argv=None) -> dict:
   p.add_argument("--out", default="bench.json")
   p.add_argument("--quick", action="store_true", help="tiny sizes: under a minute on a 2-core CPU")
   p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+  p.add_argument("--maml_flow", default="default", choices=[f[0] for f in FLOW_SIZES],
+                 help="flow of the maml section: default (472/512, every task count) or differnet (768/2048, 4 tasks)")
   p.add_argument("--budget_s", type=float, default=None,
                  help="stop repeating a measurement past this many seconds (at least 2 repeats)")
   args = p.parse_args(argv)
@@ -289,7 +293,8 @@ def main(argv=None) -> dict:
   if unknown:
     p.error(f"unknown sections {sorted(unknown)}; known {SECTIONS}")
   start = time.time()
-  result = {"machine": common.machine_info(), "settings": {"quick": args.quick, "sections": only},
+  result = {"machine": common.machine_info(),
+            "settings": {"quick": args.quick, "sections": only, "maml_flow": args.maml_flow},
             "memory": {"host_peak_rss_mb_by_section": {}}}
   print(f"machine: {result['machine']['cpu_model']}, {result['machine']['cpu_usable']} usable CPUs, "
         f"jax {result['machine']['jax_version']} on {result['machine']['devices']}")

@@ -103,7 +103,7 @@ def make_train_chunk(flow: flow_lib.Flow, optimizer: optax.GradientTransformatio
   `train` calls it with S = STEPS_PER_CALL only and runs the remainder with `make_train_step`, so there are two
   compiled shapes and no padding. An earlier design padded the last chunk with steps made no-ops by
   `jnp.where(valid, new, old)`; with that select XLA:CPU copied every weight and Adam moment once per step
-  (0.54 against 0.42 s per step at DifferNet's size, benchmarks/bench_core.py section `train`).
+  (0.50-0.53 against 0.40-0.42 s per step at DifferNet's size, benchmarks/bench_core.py section `train`).
   """
   step = _adam_step(flow, optimizer, batch_fn)
 
