@@ -103,14 +103,12 @@ def bench_backbones(args, peak) -> list[dict]:
 def masked_chunk(flow, optimizer):
   """The design `detector.train` replaced, kept here to show why: a scan whose padding steps were made no-ops
   by `jnp.where(valid, new, old)` on every weight and Adam moment."""
-  grad_fn = jax.value_and_grad(lambda p, x: detector.loss_fn(flow, p, x))
+  adam_step = detector._adam_step(flow, optimizer, detector.gather_cached)  # pylint: disable=protected-access
 
   def step(carry, inputs):
     params, opt_state, data = carry
     ix, valid = inputs
-    loss, grads = grad_fn(params, detector.gather_cached(data, ix))
-    updates, new_opt = optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
+    new_params, new_opt, loss = adam_step(params, opt_state, data, ix)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(valid, a, b), new, old)
     return (keep(new_params, params), keep(new_opt, opt_state), data), loss
 
