@@ -5,7 +5,7 @@
 Sections: (g) `peak` measured matmul/conv GFLOP/s, the yardstick for every other figure; (a) `backbone`
 views/s through `features.extract`'s jitted call (view generation included) and through the raw
 `backbone.features`; (b) `train` flow samples/s via `detector.make_train_chunk` (what `detector.train`
-runs); (c) `score` images/s via `detector.score` at 64 views; (d) `maml` one meta-step (`run._meta_step`) vs
+runs); (c) `score` images/s via `detector.score` at 64 views; (d) `maml` one meta-step (`cleaning._meta_step`) vs
 tasks and inner steps; (e) compile time of each jitted function; (f) host/device peak memory.
 FLOPs: backbones by XLA's cost analysis of one view (no `lax.map` loop, so nothing is under-counted), the
 flow analytically (6 * params * samples per train step, 2 * params * samples to score).
@@ -23,7 +23,7 @@ import optax
 
 from benchmarks import common
 from configs.base import base
-from maml_iqr import detector, maml, run
+from maml_iqr import cleaning, detector, maml
 from maml_iqr import features as features_lib
 from maml_iqr.models import alexnet, backbones
 from maml_iqr.models import flow as flow_lib
@@ -222,7 +222,7 @@ def bench_score(args, peak) -> list[dict]:
 
 
 def bench_maml(args, peak) -> list[dict]:
-  """(d) one meta-step (`run._meta_step`, as `run.meta_train` builds it) vs tasks and inner steps."""
+  """(d) one meta-step (`cleaning._meta_step`, as `cleaning.meta_train` builds it) vs tasks and inner steps."""
   rows = []
   rng = np.random.default_rng(0)
   size = QUICK_FLOW_SIZES[1] if args.quick else dict((f[0], f) for f in FLOW_SIZES)[args.maml_flow]
@@ -231,7 +231,7 @@ def bench_maml(args, peak) -> list[dict]:
   flow = detector.make_flow(config, dim)
   n_params = flow_lib.num_params(dim, config.flow.n_blocks, config.flow.hidden)
   m = config.maml
-  n_views = config.train.n_views  # views per task image, as run.meta_train draws them
+  n_views = config.train.n_views  # views per task image, as cleaning.meta_train draws them
   n_images = 64
   feats = jnp.asarray(rng.normal(size=(n_images, n_views, dim)).astype(np.float32))
   t_key = tuple(sorted(dict(config.train.to_dict(), lr=m.meta_lr).items()))
@@ -247,7 +247,7 @@ def bench_maml(args, peak) -> list[dict]:
     n_tasks = -(-n_tasks // jax.device_count()) * jax.device_count()
     cfg = maml.MamlConfig(inner_lr=m.inner_lr, inner_steps=inner, first_order=m.first_order, meta_lr=m.meta_lr,
                           tasks_per_step=n_tasks, task_size=m.task_size, query_fraction=m.query_fraction)
-    optimizer, step = run._meta_step(flow, cfg, t_key)  # pylint: disable=protected-access
+    optimizer, step = cleaning._meta_step(flow, cfg, t_key)  # pylint: disable=protected-access
     s_idx, q_idx = maml.sample_tasks(rng, n_images, n_tasks, m.task_size, m.query_fraction)
     tasks = maml.gather_tasks(feats, s_idx, q_idx)
     state = {"p": detector.init_params(flow, 0)}

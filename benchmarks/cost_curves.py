@@ -3,7 +3,7 @@
   python -m benchmarks.cost_curves --out=curves.json [--quick]
 
 Every curve uses the project's own host-side entry points (`detector.score`, `detector.train`,
-`run.meta_train`) at configs/default.py's flow (472-d Lite0 features, hidden 512, 8 blocks), so the figures
+`cleaning.meta_train`) at configs/default.py's flow (472-d Lite0 features, hidden 512, 8 blocks), so the figures
 include what the host adds: the last batch of an epoch is filled to the full batch size, `detector.train` runs
 16-step chunks plus single steps for the remainder, and `detector.score` pads its last batch. Each curve gets a
 least-squares line (intercept + slope * x) as a cost model. Compilation is excluded (one untimed call per shape
@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks import common
 from configs import default as default_config
-from maml_iqr import detector, run
+from maml_iqr import cleaning, detector
 
 
 def _config(quick: bool):
@@ -107,7 +107,7 @@ def curve_train_vs_k(c, flow, params, rng, ks, n, repeats) -> dict:
 
 
 def curve_maml_vs_t(c, flow, params, rng, ts, n, repeats) -> dict:
-  """`run.meta_train` for one meta-epoch over N images vs tasks per meta-batch T.
+  """`cleaning.meta_train` for one meta-epoch over N images vs tasks per meta-batch T.
 
   One meta-epoch is ceil(N / (T * task_size)) steps, so larger T means fewer, bigger steps.
   """
@@ -120,7 +120,7 @@ def curve_maml_vs_t(c, flow, params, rng, ts, n, repeats) -> dict:
 
     def call():
       p = jax.tree.map(jnp.copy, params)  # the meta step donates its params
-      return run.meta_train(ct, flow, feats, kept, p, 0)[1]
+      return cleaning.meta_train(cleaning.Context(ct, flow, {"train": feats}, {}), kept, p, (0,))[1]
 
     first, t = _timed(call, repeats)
     n_tasks = -(-t_tasks // jax.device_count()) * jax.device_count()
@@ -172,7 +172,7 @@ def main(argv=None) -> dict:
                      ["K", "samples/step", "s", "compile s"],
                      [[x["views"], x["samples_per_step"], x["seconds"], x["compile_s"]]
                       for x in out["train_epoch_vs_k"]["points"]])
-  common.print_table(f"MAML one meta-epoch vs tasks T (run.meta_train, N={out['maml_epoch_vs_t']['n_images']})",
+  common.print_table(f"MAML one meta-epoch vs tasks T (cleaning.meta_train, N={out['maml_epoch_vs_t']['n_images']})",
                      ["T", "steps", "s", "s/step", "compile s"],
                      [[x["tasks"], x["steps"], x["seconds"], x["step_s"], x["compile_s"]]
                       for x in out["maml_epoch_vs_t"]["points"]])

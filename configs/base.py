@@ -58,13 +58,16 @@ def base() -> ml_collections.ConfigDict:
   c.train.brightness = 0.0       # colour jitter off, as in DifferNet's code
   c.train.contrast = 0.0
   c.train.saturation = 0.0
+  c.train.init = "fresh"         # the final detector's start: fresh (a new init) | meta (meta-trained on the
+                                 # final kept set first, maml.meta_epochs of maml.objective)
 
   c.score = ml_collections.ConfigDict()
   c.score.kind = "z2"            # z2: DifferNet's mean z^2 | nll: full negative log-likelihood
   c.score.n_views = 64           # fixed rotations k * 360 / n at evaluation (DifferNet: 64)
   c.score.batch_size = 32        # images per scoring batch
 
-  c.maml = ml_collections.ConfigDict()  # CoMet's public settings; the paper states none
+  c.maml = ml_collections.ConfigDict()  # task shape and meta lr are CoMet's; the paper states none
+  c.maml.objective = "maml"      # maml | reptile | none (equal-budget control) | any registered objective
   c.maml.inner_lr = 1e-4
   c.maml.inner_steps = 5
   c.maml.first_order = True
@@ -72,10 +75,8 @@ def base() -> ml_collections.ConfigDict:
   c.maml.tasks_per_batch = 4
   c.maml.task_size = 5           # images per task; query_fraction of them are the query set
   c.maml.query_fraction = 0.3
-  c.maml.meta_epochs = 40
-  c.maml.adapt_epochs = 4        # adaptation to the kept set before scoring: epochs of the detector's Adam from
-                                 # the meta-parameters (0: the MAML inner loop on one batch, inner_lr x inner_steps)
-  c.maml.init_final_from_meta = True  # the final detector starts from the meta-learned flow
+  c.maml.meta_epochs = 40        # passes over the kept images per refinement iteration and fold
+  c.maml.score_tasks = 4         # support sets the meta-parameters are adapted to (by the inner loop) to score
 
   c.refine = ml_collections.ConfigDict()
   c.refine.k = 1.5               # T = Q3 + k * IQR; the paper does not state k, 1.5 is classical (and CoMet's)
@@ -87,6 +88,8 @@ def base() -> ml_collections.ConfigDict:
   c.refine.max_remove_total = 0.6           # share of the original set removed at most over the run
   c.refine.min_kept = 10                    # the set never falls below this many images
   c.refine.score_epochs = 4     # epochs of plain training used to score a set without MAML (iterative)
+  c.refine.warm_start = True     # each fold's fit starts from its own fit of the iteration before (never
+                                 # from one that saw the fold's images: folds are fixed for the run)
   return c
 
 
@@ -101,7 +104,7 @@ def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.score.n_views = 2
   c.maml.meta_epochs = 2
   c.maml.inner_steps = 2
-  c.maml.adapt_epochs = 1
+  c.maml.score_tasks = 2
   c.refine.max_iterations = 2
   c.refine.score_epochs = 1
   return c

@@ -20,6 +20,5 @@ def get_config(arg: str | None = None):
   c.train.meta_epochs = 8
   c.train.sub_epochs = 4
   c.maml.meta_epochs = 2
-  c.maml.adapt_epochs = 4
   c.refine.score_epochs = 8
   return shrink(c) if arg == "quick" else c

@@ -11,7 +11,11 @@ import os
 import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+
+_EMPTY = {"empty": np.zeros((1,), np.float32)}
 
 
 class Checkpointer:
@@ -22,18 +26,20 @@ class Checkpointer:
                                                                                create=True))
 
   def save(self, step: int, params, meta: dict) -> None:
+    """Saves a params pytree (may be empty) and JSON metadata as `step`."""
+    params = params or _EMPTY  # orbax cannot save an empty tree (it waits forever for a signal)
     self._manager.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()
 
   def restore_latest(self, params_like):
     """(step, params, meta) of the newest readable step, or None when there is none."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, params_like)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, params_like or _EMPTY)
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
         out = self._manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract),
                                                                   meta=ocp.args.JsonRestore()))
-        return step, out["params"], out["meta"]
+        return step, (out["params"] if params_like else {}), out["meta"]
       except Exception as e:  # noqa: BLE001 - any failure means this step cannot be trusted
         moved = self._move_aside(step)
         print(f"WARNING: checkpoint step {step} in {self._manager.directory} is unreadable "

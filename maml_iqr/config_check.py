@@ -43,7 +43,7 @@ def validate(c) -> None:
   """Raises a ConfigError naming the first out-of-range value's flag and what it accepts."""
   _check(_is_int(c.seed) and c.seed >= 0, "seed", c.seed, "an integer >= 0")
   for flag in ("noise.overlap", "flow.zero_init", "train.recompute_features", "maml.first_order",
-               "maml.init_final_from_meta"):
+               "refine.warm_start"):
     section, name = flag.split(".")
     _check(isinstance(c[section][name], bool), flag, c[section][name], "True or False")
   for flag in ("train.view_seed", "data.split_seed"):
@@ -91,13 +91,16 @@ def validate(c) -> None:
            "a torchvision AlexNet .pth file (https://download.pytorch.org/models/alexnet-owt-7be5be79.pth)")
   for flag in ("flow.n_blocks", "flow.hidden", "train.meta_epochs", "train.sub_epochs", "train.batch_size",
                "train.n_views", "train.n_cached_views", "score.n_views", "score.batch_size", "maml.inner_steps",
-               "maml.tasks_per_batch", "maml.task_size", "maml.meta_epochs", "refine.max_iterations",
+               "maml.tasks_per_batch", "maml.task_size", "maml.meta_epochs", "maml.score_tasks",
+               "refine.max_iterations",
                "refine.min_kept", "refine.score_epochs", "refine.folds"):
     section, name = flag.split(".")
     value = c[section][name]
     _check(_is_int(value) and value > 0, flag, value, "a positive integer")
-  _check(_is_int(c.maml.adapt_epochs) and c.maml.adapt_epochs >= 0, "maml.adapt_epochs", c.maml.adapt_epochs,
-         "an integer >= 0")
+  from maml_iqr import maml  # noqa: PLC0415 - jax-heavy, needed only here
+  _check(c.maml.objective in maml.OBJECTIVES, "maml.objective", c.maml.objective,
+         f"a registered meta-objective: one of {sorted(maml.OBJECTIVES)}")
+  _check(c.train.init in ("fresh", "meta"), "train.init", c.train.init, "fresh or meta")
   _check(c.train.n_views <= c.train.n_cached_views, "train.n_views", c.train.n_views,
          f"at most train.n_cached_views ({c.train.n_cached_views})")
   for flag in ("flow.clamp", "train.lr", "train.eps", "maml.inner_lr", "maml.meta_lr", "refine.k"):

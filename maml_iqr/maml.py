@@ -37,8 +37,8 @@ MetaObjective = Callable[[LossFn, Params, Task, Any], jax.Array]
 class MamlConfig:
   """MAML settings. Any object with these attributes works too (an ml_collections ConfigDict does).
 
-  The paper gives none of them; the defaults are CoMet's (see the module docstring). `meta_lr` is not read
-  here: it is the default for the optax optimiser that the caller builds.
+  `meta_lr` is not read here: it is the default for the optax optimiser that the caller builds. `objective`
+  names an entry of `OBJECTIVES`.
   """
   inner_lr: float = 1e-4
   inner_steps: int = 5
@@ -47,6 +47,7 @@ class MamlConfig:
   tasks_per_step: int = 4
   task_size: int = 5
   query_fraction: float = 0.3
+  objective: str = 'maml'
 
 
 def adapt(loss_fn: LossFn, params: Params, support: Batch, inner_lr: float, inner_steps: int,
@@ -66,32 +67,92 @@ def adapt(loss_fn: LossFn, params: Params, support: Batch, inner_lr: float, inne
   return params
 
 
-def maml_objective(loss_fn: LossFn, params: Params, task: Task, cfg) -> jax.Array:
-  """Default meta-objective: query loss of the parameters adapted on the support set.
+OBJECTIVES: dict[str, MetaObjective] = {}
 
-  This is the one function to replace to try another meta-objective: keep the signature
-  `(loss_fn, params, task, cfg) -> scalar` for one (unbatched) task and pass it as `meta_objective`.
-  """
+
+def register_objective(name: str):
+  """Decorator: makes a meta-objective `(loss_fn, params, task, cfg) -> scalar` selectable by name
+  (`--config.maml.objective=name`). The meta-step differentiates its mean over tasks w.r.t. `params`."""
+  def add(fn: MetaObjective) -> MetaObjective:
+    OBJECTIVES[name] = fn
+    return fn
+  return add
+
+
+def get_objective(name: str) -> MetaObjective:
+  if name not in OBJECTIVES:
+    raise ValueError(f'unknown meta-objective {name!r}; registered: {sorted(OBJECTIVES)}')
+  return OBJECTIVES[name]
+
+
+def _union(task: Task) -> Batch:
+  """Support and query rows of one task as one batch."""
+  return jax.tree.map(lambda s, q: jnp.concatenate([s, q]), task['support'], task['query'])
+
+
+@register_objective('maml')
+def maml_objective(loss_fn: LossFn, params: Params, task: Task, cfg) -> jax.Array:
+  """MAML: query loss of the parameters adapted on the support set (first or second order by
+  `cfg.first_order`)."""
   adapted = adapt(loss_fn, params, task['support'], cfg.inner_lr, cfg.inner_steps, cfg.first_order)
   return loss_fn(adapted, task['query'])
 
 
+@register_objective('reptile')
+def reptile_objective(loss_fn: LossFn, params: Params, task: Task, cfg) -> jax.Array:
+  """Reptile (the first-order update of CoMet): adapt on the whole task; the gradient of
+  0.5 ||params - stop_gradient(adapted)||^2 is params - adapted, Reptile's direction."""
+  adapted = jax.lax.stop_gradient(adapt(loss_fn, params, _union(task), cfg.inner_lr, cfg.inner_steps, True))
+  return 0.5 * sum(jnp.sum((p - a) ** 2) for p, a in zip(jax.tree.leaves(params), jax.tree.leaves(adapted)))
+
+
+@register_objective('none')
+def no_meta_objective(loss_fn: LossFn, params: Params, task: Task, cfg) -> jax.Array:
+  """The equal-budget control: the plain loss on the union of the task's support and query rows, so each
+  meta-step becomes an ordinary optimiser step on the same rows, at the same lr, as often."""
+  del cfg
+  return loss_fn(params, _union(task))
+
+
 def batched_meta_loss(loss_fn: LossFn, params: Params, tasks: Task, cfg,
-                      meta_objective: MetaObjective = maml_objective) -> jax.Array:
-  """Mean meta-objective over tasks stacked along the leading axis of every leaf of `tasks`."""
+                      meta_objective: MetaObjective | None = None) -> jax.Array:
+  """Mean meta-objective over tasks stacked along the leading axis of every leaf of `tasks`
+  (`meta_objective` defaults to the one `cfg.objective` names)."""
+  meta_objective = meta_objective or get_objective(cfg.objective)
   per_task = jax.vmap(lambda task: meta_objective(loss_fn, params, task, cfg))(tasks)
   return jnp.mean(per_task)
 
 
+def diagnostics(loss_fn: LossFn, params: Params, tasks: Task, cfg,
+                meta_objective: MetaObjective | None = None) -> dict[str, jax.Array]:
+  """Whether the inner loop does work, at `params`, over a batch of tasks, in the loss's own units.
+
+  support_drop, query_drop: the loss at params minus at the adapted params (adapted on the support set),
+  mean over tasks; grad_cosine: the cosine between the meta-gradient and the plain query-loss gradient at
+  params. A cosine near 1 with drops near 0 means meta-training is ordinary training on the query rows.
+  """
+  def drops(task):
+    adapted = adapt(loss_fn, params, task['support'], cfg.inner_lr, cfg.inner_steps, True)
+    return (loss_fn(params, task['support']) - loss_fn(adapted, task['support']),
+            loss_fn(params, task['query']) - loss_fn(adapted, task['query']))
+  support_drop, query_drop = jax.vmap(drops)(tasks)
+  meta_grad = jax.grad(lambda p: batched_meta_loss(loss_fn, p, tasks, cfg, meta_objective))(params)
+  query_grad = jax.grad(lambda p: jnp.mean(jax.vmap(lambda t: loss_fn(p, t['query']))(tasks)))(params)
+  dot = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(meta_grad), jax.tree.leaves(query_grad)))
+  cosine = dot / (optax.tree.norm(meta_grad) * optax.tree.norm(query_grad) + 1e-30)
+  return {'support_drop': jnp.mean(support_drop), 'query_drop': jnp.mean(query_drop), 'grad_cosine': cosine}
+
+
 def make_meta_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, cfg,
-                   axis_name: str | None = 'tasks', meta_objective: MetaObjective = maml_objective):
+                   axis_name: str | None = 'tasks', meta_objective: MetaObjective | None = None):
   """Per-device meta step `step(params, opt_state, tasks) -> (params, opt_state, metrics)`.
 
   `tasks` is this device's share of the meta-batch; the loss and the outer gradient are `pmean`ed over
   `axis_name`, so the step must run under `jax.shard_map` or `jax.pmap` binding that name (see
   `sharded_meta_step`, `pmapped_meta_step`). With `axis_name=None` there are no collectives and the step can
-  be jitted directly (one device, all tasks).
+  be jitted directly (one device, all tasks). `meta_objective` defaults to the one `cfg.objective` names.
   """
+  meta_objective = meta_objective or get_objective(cfg.objective)
   def step(params, opt_state, tasks):
     local = params
     if axis_name is not None:

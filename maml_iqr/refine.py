@@ -1,9 +1,8 @@
-"""The IQR rejection rule and the host-side refinement controller.
+"""The IQR rejection rule and the refinement controller's state, in numpy, with no model.
 
-The controller owns no model: each iteration it asks a method-specific `fit(kept, iteration)` for flow params
-(MAML meta-training + adaptation, or plain training for the `iterative` baseline), scores every remaining
-training image and the validation set with the jitted scorer, applies T = Q3 + k * IQR with numpy, logs what it
-removed, and decides whether to stop. State lives in a `RefineState` that checkpoints after every iteration.
+Each iteration, `cleaning.refine` asks the method's fit functions for cross-fitted scores of the kept training
+images and of the validation set, then `refine_step` applies T = Q3 + k * IQR, records what was removed, and
+decides whether to stop. The state is a `RefineState`, checkpointed after every iteration.
 """
 from __future__ import annotations
 
@@ -30,12 +29,15 @@ def validation_threshold(val_good_scores: np.ndarray, quantile: float) -> float:
 
 
 def select_removals(scores: np.ndarray, kept: np.ndarray, k: float, n_original: int, max_per_iteration: float,
-                    max_total: float, min_kept: int, threshold: float | None = None) -> tuple[float, np.ndarray]:
+                    max_total: float, min_kept: int, threshold: float | None = None,
+                    fold_of: np.ndarray | None = None, min_fit: int = 1) -> tuple[float, np.ndarray]:
   """Indices (into the full set) to remove this iteration, highest scores first, within every guard.
 
   `scores` holds one score per training image (entries not in `kept` are ignored). Guards: at most
-  `max_per_iteration` of the current set, at most `max_total` of the original set over the whole run, and the
-  set never falls below `min_kept` images. `threshold` overrides the IQR rule (see `validation_threshold`).
+  `max_per_iteration` of the current set, at most `max_total` of the original set over the whole run, the set
+  never falls below `min_kept` images, and (with `fold_of`, the fold of every image) no fold's fit set, the
+  kept images of the other folds, falls below `min_fit` images (a MAML task needs `task_size` of them).
+  `threshold` overrides the IQR rule (see `validation_threshold`).
   """
   kept_idx = np.flatnonzero(kept)
   s = scores[kept_idx]
@@ -45,7 +47,19 @@ def select_removals(scores: np.ndarray, kept: np.ndarray, k: float, n_original: 
   budget = min(int(np.floor(max_per_iteration * len(kept_idx))),
                int(np.floor(max_total * n_original)) - (n_original - len(kept_idx)),
                len(kept_idx) - min_kept)
-  return threshold, np.sort(over[:max(budget, 0)])
+  over = over[:max(budget, 0)]
+  if fold_of is not None and len(over):
+    n_folds = int(fold_of.max()) + 1
+    per_fold = np.bincount(fold_of[kept_idx], minlength=n_folds)
+    chosen = []
+    for i in over:
+      after = per_fold.copy()
+      after[fold_of[i]] -= 1
+      fit_sets = after.sum() - after if n_folds > 1 else after
+      if fit_sets.min() >= min_fit:
+        per_fold, chosen = after, chosen + [i]
+    over = np.asarray(chosen, np.int64)
+  return threshold, np.sort(over)
 
 
 @dataclasses.dataclass
@@ -65,24 +79,27 @@ class RefineState:
   def final_kept(self) -> np.ndarray:
     """The set the final detector trains on.
 
-    Stopped because validation AUROC stalled: the set after the removal made by the best-validated scoring
-    model (the removals of later, worse-validated models are undone). Stopped because nothing was removed or
-    at the iteration cap: the set after the last removal.
+    Validation measures the flows fitted on an iteration's starting set (`kept_before`). When the last
+    iteration validated best (or there is no validation), its removals are kept: the set after the last
+    removal. Otherwise the set whose own flows validated best, `kept_before` of the best iteration: every later
+    removal was made by flows that validated worse.
     """
-    if self.stop_reason == "stalled":
-      return np.asarray(self.history[self.best_iteration + 1]["kept_before"], bool)
-    return self.kept
+    if not self.history or self.best_iteration == self.iteration - 1:
+      return self.kept
+    return np.asarray(self.history[self.best_iteration]["kept_before"], bool)
 
 
 def refine_step(state: RefineState, train_scores: np.ndarray, val_labels: np.ndarray, val_scores: np.ndarray,
-                injected: np.ndarray, ids: tuple[str, ...], r) -> RefineState:
-  """Applies one iteration's IQR removal and the stopping rules (r = config.refine); returns the new state."""
+                injected: np.ndarray, ids: tuple[str, ...], r, fold_of: np.ndarray | None = None,
+                min_fit: int = 1) -> RefineState:
+  """Applies one iteration's IQR removal and the stopping rules (r = config.refine); returns the new state.
+  `fold_of` and `min_fit` keep every fold's fit set large enough (see `select_removals`)."""
   n = len(state.kept)
   auto = None
   if r.auto_k_quantile > 0 and (val_labels == 0).any():
     auto = validation_threshold(val_scores[val_labels == 0], r.auto_k_quantile)
   threshold, removed = select_removals(train_scores, state.kept, r.k, n, r.max_remove_per_iteration,
-                                       r.max_remove_total, r.min_kept, auto)
+                                       r.max_remove_total, r.min_kept, auto, fold_of, min_fit)
   q1, q3 = np.percentile(train_scores[state.kept], [25, 75])
   val_auroc = metrics.auroc(val_labels, val_scores) if len(np.unique(val_labels)) == 2 else float("nan")
   kept = state.kept.copy()

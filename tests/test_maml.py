@@ -131,6 +131,56 @@ def test_custom_meta_objective_is_used():
   np.testing.assert_allclose(metrics['loss'], jnp.sum(params['mu'] ** 2), rtol=1e-6)
 
 
+def test_objectives_by_name_closed_form():
+  """On the quadratic loss: `none` is the plain gradient on support + query rows, `reptile` is theta - theta_k
+  with theta_k the inner loop run on the whole task, and `maml` first order is the query gradient at theta_k."""
+  theta, alpha, k = jnp.array([1.0, -2.0]), 0.3, 3
+  task = quadratic_task(4)
+  union = jnp.concatenate([task['support'], task['query']])
+  u, s, q = union.mean(0), task['support'].mean(0), task['query'].mean(0)
+  def grad(name):
+    cfg = maml.MamlConfig(inner_lr=alpha, inner_steps=k, objective=name)
+    return jax.grad(lambda t: maml.batched_meta_loss(quadratic_loss, t, jax.tree.map(lambda x: x[None], task),
+                                                     cfg))(theta)
+  np.testing.assert_allclose(grad('none'), theta - u, rtol=1e-5)
+  np.testing.assert_allclose(grad('reptile'), (1 - (1 - alpha) ** k) * (theta - u), rtol=1e-5)
+  np.testing.assert_allclose(grad('maml'), s + (1 - alpha) ** k * (theta - s) - q, rtol=1e-5)
+  with pytest.raises(ValueError, match='registered'):
+    maml.get_objective('nonsense')
+
+
+def test_a_registered_objective_is_picked_by_name():
+  @maml.register_objective('test_pull_to_zero')
+  def pull_to_zero(loss_fn, params, task, cfg):
+    del loss_fn, task, cfg
+    return jnp.sum(params['mu'] ** 2)
+  try:
+    cfg, params = maml.MamlConfig(objective='test_pull_to_zero'), affine_params()
+    step = jax.jit(maml.make_meta_step(affine_nll, optax.sgd(0.25), cfg, axis_name=None))
+    new, _, _ = step(params, optax.sgd(0.25).init(params), affine_tasks(0, 4))
+    np.testing.assert_allclose(new['mu'], 0.5 * params['mu'], rtol=1e-6)
+  finally:
+    del maml.OBJECTIVES['test_pull_to_zero']
+
+
+def test_diagnostics_measure_the_inner_loop():
+  """Closed form on the quadratic loss: the drops are the loss at theta minus at theta_k; no inner step gives
+  cosine 1 and zero drops (meta-training is then plain query training), a real inner step gives less."""
+  theta, alpha, k = jnp.array([1.0, -2.0]), 0.3, 3
+  task = quadratic_task(5)
+  tasks = jax.tree.map(lambda x: x[None], task)
+  s = task['support'].mean(0)
+  theta_k = s + (1 - alpha) ** k * (theta - s)
+  d = maml.diagnostics(quadratic_loss, theta, tasks, maml.MamlConfig(inner_lr=alpha, inner_steps=k))
+  for name, rows in (('support_drop', task['support']), ('query_drop', task['query'])):
+    np.testing.assert_allclose(d[name], quadratic_loss(theta, rows) - quadratic_loss(theta_k, rows), rtol=1e-5)
+  assert float(d['support_drop']) > 0
+  assert float(d['grad_cosine']) < 0.99
+  none = maml.diagnostics(quadratic_loss, theta, tasks, maml.MamlConfig(inner_lr=alpha, inner_steps=0))
+  np.testing.assert_allclose([none['support_drop'], none['query_drop']], [0.0, 0.0], atol=1e-6)
+  np.testing.assert_allclose(none['grad_cosine'], 1.0, rtol=1e-6)
+
+
 def test_sample_tasks_draws_kept_items_with_fixed_shapes():
   kept = np.zeros(50, bool)
   kept[[3, 7, 8, 20, 21, 30, 44]] = True

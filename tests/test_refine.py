@@ -43,11 +43,33 @@ def test_controller_history_and_stopping():
   h = state.history[0]
   assert (h["n_removed"], h["removed_injected"], h["removed_good"], h["injected_left"]) == (2, 2, 0, 0)
   assert h["removed_ids"] == ["i18", "i19"] and h["val_auroc"] == 1.0 and not state.done
-  # second iteration: worse validation AUROC -> stalled; the final set keeps the best model's removals only
+  # second iteration: worse validation AUROC -> stalled; the final set is the one whose own flows validated
+  # best, iteration 0's starting set: the set after its removal was validated by iteration 1, and worse
   scores[:3] = 100.0  # this worse-validated model would remove three more images
   state = refine_step(state, scores, val_labels, np.array([0.4, 0.3, 0.2, 0.1]), injected, ids, _cfg())
   assert state.stop_reason == "stalled" and state.history[1]["n_removed"] > 0
+  assert state.best_iteration == 0 and state.final_kept().all()
+
+
+def test_final_set_keeps_the_removals_of_a_last_iteration_that_validated_best():
+  n, ids = 20, tuple(f"i{j}" for j in range(20))
+  injected = np.zeros(n, bool)
+  injected[-4:] = True
+  val_labels = np.array([0, 0, 1, 1])
+  state = RefineState(np.ones(n, bool))
+  scores = np.r_[np.linspace(0, 1, n - 4), 30.0, 40.0, 0.5, 0.6]  # two of the four injected stand out
+  state = refine_step(state, scores, val_labels, np.array([0.1, 0.3, 0.2, 0.4]), injected, ids, _cfg())
+  scores = np.r_[np.linspace(0, 1, n - 4), 0.0, 0.0, 50.0, 60.0]  # a better flow finds the other two
+  state = refine_step(state, scores, val_labels, np.array([0.1, 0.2, 0.3, 0.4]), injected, ids,
+                      _cfg(max_iterations=2))
+  assert state.stop_reason == "max_iterations" and state.best_iteration == 1
   assert (state.final_kept() == ~injected).all()
+  # the same run, but the second flow validates worse: the set the first flow was fitted on (all images)
+  state2 = refine_step(RefineState(np.ones(n, bool)), np.r_[np.linspace(0, 1, n - 4), 30.0, 40.0, 0.5, 0.6],
+                       val_labels, np.array([0.1, 0.2, 0.3, 0.4]), injected, ids, _cfg())
+  state2 = refine_step(state2, scores, val_labels, np.array([0.1, 0.3, 0.2, 0.4]), injected, ids,
+                       _cfg(max_iterations=2, patience=2))
+  assert state2.stop_reason == "max_iterations" and state2.best_iteration == 0 and state2.final_kept().all()
 
 
 def test_stops_when_nothing_removed():
@@ -65,3 +87,15 @@ def test_automatic_threshold_from_validation_good_scores():
   h = state.history[0]
   assert h["threshold"] == pytest.approx(np.quantile(np.linspace(0, 2.0, 100), 0.99))
   assert h["n_removed"] == 2 and h["k"] > 1.5  # the data chose a larger k than 1.5
+
+
+def test_removals_never_leave_a_fold_fit_set_below_the_minimum():
+  """Two folds; the fit set of fold 0 is fold 1's kept images. High scores all in fold 1: removal stops when
+  fold 1 would fall below min_fit, and takes the highest-scoring ones first."""
+  fold_of = np.r_[np.zeros(6, int), np.ones(6, int)]
+  scores = np.r_[np.zeros(6), 10.0, 11.0, 12.0, 13.0, 0.0, 0.0]
+  kept = np.ones(12, bool)
+  _, removed = select_removals(scores, kept, 0.1, 12, 1.0, 1.0, 1, threshold=1.0)
+  assert list(removed) == [6, 7, 8, 9]
+  _, removed = select_removals(scores, kept, 0.1, 12, 1.0, 1.0, 1, threshold=1.0, fold_of=fold_of, min_fit=4)
+  assert list(removed) == [8, 9]  # fold 1 keeps 4 images: the two highest scores go

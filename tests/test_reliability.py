@@ -5,6 +5,7 @@ Heavy pieces are shared: one in-process reference run (run twice: the determinis
 corrupt-checkpoint, NaN-failure and SIGKILL tests.
 """
 import json
+import logging
 import os
 import shutil
 import signal
@@ -94,7 +95,9 @@ BAD_VALUES = [
     ("maml.task_size", 1, "at least 2"), ("maml.task_size", 0, "positive integer"),
     ("maml.query_fraction", 0.0, "(0, 1)"), ("maml.query_fraction", 1.0, "(0, 1)"),
     ("maml.meta_epochs", 0, "positive integer"), ("maml.first_order", "True", "True or False"),
-    ("maml.init_final_from_meta", None, "True or False"), ("refine.k", 0.0, "positive"), ("refine.k", -1.5, "positive"),
+    ("refine.warm_start", None, "True or False"), ("maml.objective", "mamll", "registered meta-objective"),
+    ("maml.score_tasks", 0, "positive integer"), ("train.init", "metta", "fresh or meta"),
+    ("refine.k", 0.0, "positive"), ("refine.k", -1.5, "positive"),
     ("refine.k", "1.5", "finite number"), ("refine.max_iterations", 0, "positive integer"),
     ("refine.min_kept", 0, "positive integer"), ("refine.score_epochs", 0, "positive integer"),
     ("refine.patience", 0, "positive integer"), ("refine.max_remove_per_iteration", 0.0, "(0, 1]"),
@@ -264,7 +267,8 @@ def test_nan_in_final_training_fails_cleanly_and_keeps_checkpoints(folders, refe
   assert failed["status"] == "failed" and "non-finite" in failed["error"]  # not mistaken for a killed run
   flow = detector.make_flow(c, backbones.get_backbone("efficientnet_lite0").feature_dim)
   ckpt = Checkpointer(str(tmp_path / "checkpoints" / "refine"))
-  step, params, meta = ckpt.restore_latest(detector.init_params(flow, c.seed))
+  init = detector.init_params(flow, c.seed)
+  step, params, meta = ckpt.restore_latest({f"fold_{f}": init for f in range(c.refine.folds)})
   ckpt.close()
   assert step == 3 and meta["stop_reason"] == reference[0]["stop_reason"]
   assert [h["removed_ids"] for h in meta["history"]] == [h["removed_ids"] for h in reference[0]["refinement"]]
@@ -274,7 +278,9 @@ def test_nan_in_final_training_fails_cleanly_and_keeps_checkpoints(folders, refe
 # --- 3. faults -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
-def test_corrupt_newest_checkpoint_falls_back_and_rerun_completes(folders, reference, tmp_path, capsys, damage):
+def test_corrupt_newest_checkpoint_falls_back_and_rerun_completes(folders, reference, tmp_path, capsys, caplog,
+                                                                  damage):
+  caplog.set_level(logging.INFO)
   workdir = tmp_path / "w"
   shutil.copytree(reference[2], workdir)
   newest = workdir / "checkpoints" / "refine" / "3"
@@ -286,14 +292,15 @@ def test_corrupt_newest_checkpoint_falls_back_and_rerun_completes(folders, refer
   c = _config(folders)
   flow = detector.make_flow(c, backbones.get_backbone("efficientnet_lite0").feature_dim)
   ckpt = Checkpointer(str(workdir / "checkpoints" / "refine"))
-  step, _, meta = ckpt.restore_latest(detector.init_params(flow, c.seed))
+  init = detector.init_params(flow, c.seed)
+  step, _, meta = ckpt.restore_latest({f"fold_{f}": init for f in range(c.refine.folds)})
   ckpt.close()
   assert step == 2 and meta["iteration"] == 2
-  assert "WARNING: checkpoint step 3" in capsys.readouterr().out
+  assert "WARNING: checkpoint step 3" in capsys.readouterr().out + caplog.text
   assert not newest.exists() and len(list((workdir / "checkpoints" / "refine.unreadable").iterdir())) == 1
   if damage == "garbage":  # one rerun suffices: it redoes iteration 2 and overwrites the damaged step
     res = run.train_and_evaluate(c, str(workdir))
-    out = capsys.readouterr().out
+    out = capsys.readouterr().out + caplog.text
     assert "resumed refinement after iteration 2" in out
     _same_numbers(reference[0], res)
 

@@ -10,7 +10,7 @@ import pytest
 
 from configs import folder as folder_config
 from configs import mvtec as mvtec_config
-from maml_iqr import detector, run
+from maml_iqr import cleaning, detector, run
 from maml_iqr.config_check import ConfigError
 from tests.conftest import DATA, REPO, shared_data
 
@@ -56,8 +56,8 @@ def test_no_recompile_across_refinement_iterations(folders, tmp_path, monkeypatc
   original = detector.loss_fn
 
   def fresh_caches():
-    for cached in (detector.make_train_chunk, detector.make_train_step, detector.make_scorer, run._meta_step,
-                   run._adapt):
+    for cached in (detector.make_train_chunk, detector.make_train_step, detector.make_scorer, cleaning._meta_step,
+                   cleaning._adapt, cleaning._diagnostics):
       cached.cache_clear()
     chex.clear_trace_counter()
 
@@ -133,9 +133,3 @@ def test_hazelnut_toy_differnet_end_to_end(tmp_path):
   res = run.train_and_evaluate(c, str(tmp_path))
   assert res["contamination"]["n_good_train"] == 28 and res["contamination"]["n_test"] == 23
   assert res["auroc"] > 0.9  # measured 1.0: real features separate the colour defects
-
-
-def test_maml_iqr_with_the_bare_inner_loop_as_adaptation(folders, tmp_path):
-  """maml.adapt_epochs = 0: the meta-learned flow is adapted by MAML's own inner loop only."""
-  res = run.train_and_evaluate(_config(folders, "maml_iqr", **{"maml.adapt_epochs": 0}), str(tmp_path))
-  assert res["status"] == "done" and res["refinement"]

@@ -15,7 +15,7 @@ def overrides() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       "flow": {"hidden": 512},
       "train": {"meta_epochs": 8, "sub_epochs": 4},
-      "maml": {"meta_epochs": 2, "adapt_epochs": 4},
+      "maml": {"meta_epochs": 2},
       "refine": {"score_epochs": 8},
       "score": {"n_views": 64},
   })

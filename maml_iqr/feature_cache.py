@@ -1,0 +1,148 @@
+"""Backbone features of every image, cached on disk and keyed by what they depend on, never by position.
+
+A cache file holds, per image, the digest of its decoded pixels (after the resize to the backbone's input) and
+that image's features: `train.n_cached_views` random training views and the `score.n_views` fixed evaluation
+rotations. The file name carries a key of the settings (backbone, the digest of its weights file, stages,
+dtype, view settings); rows are looked up by pixel digest. So an image replaced under the same name, a deleted
+image or a new one can never be matched to another image's features: what is not in the cache (new or changed
+content) is computed, said in the log, and added to the file. A path spelled differently (a trailing slash, a
+moved folder) reuses the cache, since content, not paths, is the key.
+
+Each image's training views are drawn from a generator seeded by (`train.view_seed`, its digest), so an image
+gets the same views whatever else is in the dataset.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+
+import numpy as np
+
+from maml_iqr import features as features_lib
+from maml_iqr.common import log
+from maml_iqr.io import write_atomic
+
+FORMAT = 2  # bump when the file layout or the view scheme changes: older files are then not read
+
+
+def image_digest(image: np.ndarray) -> bytes:
+  """SHA-1 of a decoded image's shape, dtype and pixels (20 bytes; stored as uint8 rows, since numpy's bytes
+  type drops trailing zero bytes)."""
+  h = hashlib.sha1(f"{image.shape}{image.dtype}".encode())
+  h.update(np.ascontiguousarray(image).tobytes())
+  return h.digest()
+
+
+@functools.lru_cache(maxsize=None)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      h.update(block)
+  return h.hexdigest()[:16]
+
+
+def file_digest(path: str) -> str:
+  """SHA-256 (16 hex digits) of a file's bytes, memoised per (path, size, mtime) within a process."""
+  st = os.stat(path)
+  return _file_digest(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def weights_identity(backbone_name: str, weights_path: str) -> str:
+  """What identifies a backbone's weights: the digest of the weights file ('random' for untrained AlexNet)."""
+  if backbone_name == "alexnet" and weights_path == "random":
+    return "random"
+  if backbone_name == "efficientnet_lite0" and not weights_path:
+    from maml_iqr.models import efficientnet_lite  # noqa: PLC0415
+    weights_path = efficientnet_lite.weights_path()
+  return file_digest(weights_path)
+
+
+def settings(config, backbone) -> dict:
+  """Everything a cached feature depends on besides the image itself."""
+  t, b = config.train, config.backbone
+  return {"format": FORMAT, "backbone": b.name, "weights": weights_identity(b.name, b.weights_path),
+          "stages": list(b.stages) if b.name != "alexnet" else None, "dtype": b.dtype,
+          "input_size": backbone.input_size, "feature_dim": backbone.feature_dim,
+          "n_cached_views": t.n_cached_views, "view_seed": t.view_seed, "max_angle": t.max_angle,
+          "brightness": t.brightness, "contrast": t.contrast, "saturation": t.saturation,
+          "n_eval_views": config.score.n_views}
+
+
+def cache_path(cache_dir: str, dataset_name: str, spec: dict) -> str:
+  key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+  return os.path.join(cache_dir, f"features_{dataset_name}_{key}.npz")
+
+
+def view_params(spec: dict, digests: list[bytes]) -> np.ndarray:
+  """(N, n_cached_views, 4) training views, each image's drawn from its own (view_seed, digest) generator."""
+  return np.concatenate([
+      features_lib.random_view_params(np.random.default_rng([spec["view_seed"], int.from_bytes(d[:8], "little")]),
+                                      1, spec["n_cached_views"], spec["max_angle"], spec["brightness"],
+                                      spec["contrast"], spec["saturation"])
+      for d in digests]) if digests else np.zeros((0, spec["n_cached_views"], 4), np.float32)
+
+
+def _read(path: str, spec: dict) -> dict | None:
+  if not os.path.exists(path):
+    return None
+  try:
+    with np.load(path) as f:
+      store = {k: f[k] for k in f.files}
+    stored = json.loads(str(store.pop("settings")))
+    if stored != spec:
+      raise ValueError(f"its settings {stored} are not this run's {spec}")
+    n = len(store["digests"])
+    if not all(len(store[k]) == n for k in ("train_views", "train", "eval")):
+      raise ValueError("its arrays have different lengths")
+    return store
+  except Exception as e:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
+    log(f"WARNING: feature cache {path} is unusable ({type(e).__name__}: {e}); recomputing it")
+    return None
+
+
+def _write(path: str, spec: dict, store: dict) -> None:
+  buf = io.BytesIO()
+  np.savez(buf, settings=np.asarray(json.dumps(spec, sort_keys=True)), **store)
+  write_atomic(path, buf.getvalue())
+
+
+def features(config, backbone, bparams, images: np.ndarray, dataset_name: str) -> dict[str, np.ndarray]:
+  """Features of `images` (N, S, S, 3) uint8, row i for image i: {'train' (N, K, D), 'train_views' (N, K, 4),
+  'eval' (N, V, D)}, read from the cache where the pixels match and computed (and added to it) where not."""
+  spec = settings(config, backbone)
+  path = cache_path(config.cache_dir, dataset_name, spec)
+  digests = [image_digest(im) for im in images]
+  store = _read(path, spec) or {"digests": np.zeros((0, 20), np.uint8),
+                                "train_views": np.zeros((0, spec["n_cached_views"], 4), np.float32),
+                                "train": np.zeros((0, spec["n_cached_views"], spec["feature_dim"]), np.float32),
+                                "eval": np.zeros((0, spec["n_eval_views"], spec["feature_dim"]), np.float32)}
+  row_of = {d.tobytes(): r for r, d in enumerate(store["digests"])}
+  missing = sorted({d for d in digests if d not in row_of})
+  if missing:
+    where = {d: i for i, d in enumerate(digests)}
+    todo = np.asarray([where[d] for d in missing])
+    if len(store["digests"]):
+      log(f"feature cache {path}: {len(missing)} of {len(images)} images are new or changed since it was "
+          "written; computing their features")
+    log(f"computing features of {len(missing)} images x ({spec['n_cached_views']} train + "
+        f"{spec['n_eval_views']} evaluation) views with {backbone.name}")
+    views = view_params(spec, missing)
+    new = {"digests": np.frombuffer(b"".join(missing), np.uint8).reshape(-1, 20), "train_views": views,
+           "train": features_lib.extract(backbone, bparams, images[todo], views, label="train views",
+                                         dtype=spec["dtype"]),
+           "eval": features_lib.extract(backbone, bparams, images[todo],
+                                        features_lib.fixed_view_params(len(todo), spec["n_eval_views"],
+                                                                       spec["brightness"], spec["contrast"],
+                                                                       spec["saturation"]),
+                                        label="evaluation views", dtype=spec["dtype"])}
+    store = {k: np.concatenate([store[k], new[k]]) for k in new}
+    _write(path, spec, store)
+    row_of = {d.tobytes(): r for r, d in enumerate(store["digests"])}
+  else:
+    log(f"features from cache {path} ({len(images)} images)")
+  rows = np.asarray([row_of[d] for d in digests], np.int64)
+  return {k: store[k][rows] for k in ("train", "train_views", "eval")}

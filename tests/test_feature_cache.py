@@ -1,0 +1,90 @@
+"""The feature cache is keyed by image content and settings: a changed, deleted or added image can never be given
+another image's features, and a path spelled differently reuses it."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import folder as folder_config
+from maml_iqr import feature_cache
+from maml_iqr import features as features_lib
+from maml_iqr.data import readers
+from maml_iqr.models import backbones
+from tests.conftest import write_synthetic_folders
+
+
+@pytest.fixture(scope="module")
+def backbone():
+  bb = backbones.get_backbone("efficientnet_lite0")
+  return bb, bb.load()
+
+
+def _features(tmp_path, good_dir, backbone, monkeypatch, **overrides):
+  """Features of a folder dataset's train + test images, and how many images the backbone was run on."""
+  c = folder_config.get_config("quick")
+  c.data.root, c.cache_dir = str(good_dir), str(tmp_path / "cache")
+  for k, v in overrides.items():
+    section, name = k.split(".")
+    c[section][name] = v
+  bb, bparams = backbone
+  ds = readers.read(c.data, bb.input_size)
+  computed = []
+  original = features_lib.extract
+  monkeypatch.setattr(features_lib, "extract", lambda b, p, images, *a, **k: (computed.append(len(images)),
+                                                                              original(b, p, images, *a, **k))[1])
+  ids = ds.train.ids + ds.test.ids
+  out = feature_cache.features(c, bb, bparams, np.concatenate([ds.train.images, ds.test.images]), ds.name)
+  monkeypatch.setattr(features_lib, "extract", original)
+  return dict(zip(ids, out["eval"])), dict(zip(ids, out["train"])), computed
+
+
+def test_changed_deleted_and_added_images_never_get_other_images_features(tmp_path, backbone, monkeypatch):
+  root = write_synthetic_folders(tmp_path / "data", n_good=6, n_bad=2, size=32)
+  good = root / "good"
+  first, first_train, computed = _features(tmp_path, good, backbone, monkeypatch)
+  assert computed == [6, 6]  # the training and the evaluation views of all 6 images
+  again, _, computed = _features(tmp_path, str(good) + "/", backbone, monkeypatch)  # trailing slash: same cache
+  assert computed == []
+  assert all(np.array_equal(again[i], first[i]) for i in first)
+
+  # replace an image by another under the same name: its features are recomputed, not reused
+  victim = sorted(first)[2]
+  Image.open(root / "bad" / "00.png").save(good / victim.split("/")[-1])
+  changed, _, computed = _features(tmp_path, good, backbone, monkeypatch)
+  assert computed == [1, 1]
+  assert not np.allclose(changed[victim], first[victim])
+  assert all(np.array_equal(changed[i], first[i]) for i in first if i != victim)
+
+  # delete one image: every other image keeps exactly its own features (no shift by position)
+  gone = sorted(first)[0]
+  (good / gone.split("/")[-1]).unlink()
+  fewer, fewer_train, computed = _features(tmp_path, good, backbone, monkeypatch)
+  assert computed == [] and gone not in fewer
+  assert all(np.array_equal(fewer[i], changed[i]) for i in fewer)
+  assert all(np.array_equal(fewer_train[i], first_train[i]) for i in fewer if i != victim)
+
+  # add two images: only they are computed
+  for k in (1, 0):
+    Image.open(root / "bad" / f"0{k}.png").save(good / f"new_{k}.png")
+  more, _, computed = _features(tmp_path, good, backbone, monkeypatch)
+  assert computed == [1, 1]  # 01.png is new content; 00.png's pixels are already cached (the replaced image)
+  assert all(np.array_equal(more[i], fewer[i]) for i in fewer)
+
+
+def test_other_settings_use_another_cache_and_damage_is_recomputed(tmp_path, backbone, monkeypatch):
+  root = write_synthetic_folders(tmp_path / "data", n_good=4, n_bad=1, size=32)
+  _, _, computed = _features(tmp_path, root / "good", backbone, monkeypatch)
+  assert computed == [4, 4]
+  _, _, computed = _features(tmp_path, root / "good", backbone, monkeypatch, **{"train.max_angle": 90.0})
+  assert computed == [4, 4]  # other views: other features, another file
+  for path in (tmp_path / "cache").glob("*.npz"):
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+  _, _, computed = _features(tmp_path, root / "good", backbone, monkeypatch)
+  assert computed == [4, 4]
+
+
+def test_training_views_depend_on_the_image_not_on_the_dataset():
+  spec = {"view_seed": 0, "n_cached_views": 3, "max_angle": 180.0, "brightness": 0.0, "contrast": 0.0,
+          "saturation": 0.0}
+  a, b, c = (feature_cache.image_digest(np.full((4, 4, 3), v, np.uint8)) for v in (1, 2, 3))
+  np.testing.assert_array_equal(feature_cache.view_params(spec, [a, b, c])[1], feature_cache.view_params(spec, [b])[0])
+  assert not np.allclose(feature_cache.view_params(spec, [a])[0], feature_cache.view_params(spec, [b])[0])
