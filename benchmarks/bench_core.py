@@ -23,7 +23,7 @@ import optax
 
 from benchmarks import common
 from configs.base import base
-from maml_iqr import cleaning, detector, maml
+from maml_iqr import cleaning, detector, maml, xla_flags
 from maml_iqr import features as features_lib
 from maml_iqr.models import alexnet, backbones
 from maml_iqr.models import flow as flow_lib
@@ -326,4 +326,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+  xla_flags.prepare_process()  # before JAX starts a backend (maml_iqr/xla_flags.py)
   main()

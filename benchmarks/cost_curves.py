@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks import common
 from configs import default as default_config
-from maml_iqr import cleaning, detector
+from maml_iqr import cleaning, detector, xla_flags
 
 
 def _config(quick: bool):
@@ -182,4 +182,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+  xla_flags.prepare_process()  # before JAX starts a backend (maml_iqr/xla_flags.py)
   main()

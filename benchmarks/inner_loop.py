@@ -16,7 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from configs.sweeps import cpu
-from maml_iqr import cleaning, detector, metrics, run
+from maml_iqr import cleaning, detector, metrics, run, xla_flags
 from maml_iqr.data import readers
 from maml_iqr.data.contamination import contaminate
 from maml_iqr.io import write_json
@@ -83,5 +83,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.prepare_process()  # before JAX starts a backend (maml_iqr/xla_flags.py)
   flags.mark_flags_as_required(["config", "out"])
   app.run(main)

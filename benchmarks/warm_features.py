@@ -9,7 +9,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from configs.sweeps import cpu
-from maml_iqr import feature_cache
+from maml_iqr import feature_cache, xla_flags
 from maml_iqr.data import readers
 from maml_iqr.models import backbones
 
@@ -36,4 +36,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.prepare_process()  # before JAX starts a backend (maml_iqr/xla_flags.py)
   app.run(main)

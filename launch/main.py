@@ -2,7 +2,7 @@
 from absl import app, flags
 from ml_collections import config_flags
 
-from maml_iqr import run
+from maml_iqr import run, xla_flags
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py, ':quick' shrinks it).",
                                 lock_config=True)
@@ -21,4 +21,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.prepare_process()  # before JAX starts a backend (maml_iqr/xla_flags.py)
   app.run(main)

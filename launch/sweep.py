@@ -22,7 +22,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from maml_iqr import run, tables
+from maml_iqr import run, tables, xla_flags
 
 config_flags.DEFINE_config_file("sweep", None, "Sweep config (configs/sweeps/*.py).", lock_config=False)
 flags.DEFINE_string("workdir", None, "Root folder of the sweep's cells and tables.")
@@ -122,4 +122,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.prepare_process()  # before JAX starts a backend (maml_iqr/xla_flags.py)
   app.run(main)

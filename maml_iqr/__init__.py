@@ -1,4 +1,4 @@
-"""maml_iqr: clean a contaminated anomaly-detection training set with MAML + IQR refinement."""
-from maml_iqr import xla_flags
+"""maml_iqr: clean a contaminated anomaly-detection training set with MAML + IQR refinement.
 
-xla_flags.tune_cpu()
+Importing it changes nothing in the environment; entry points call `maml_iqr.xla_flags.prepare_process()`.
+"""

@@ -1,4 +1,10 @@
-"""The XLA:CPU tuning set on import: applied where safe, overridable, and actually in effect."""
+"""The XLA:CPU option and the TPU-probe filter: applied by the entry points, never by importing the library.
+
+Checked against the old code: with `maml_iqr/__init__.py` calling `tune_cpu()` on import again,
+test_importing_the_library_leaves_the_environment_alone fails (XLA_FLAGS gains the option); with the
+`prepare_process()` line removed from an entry point, test_entry_point_applies_the_option fails for it; with
+`quiet_tpu_probe` a no-op, test_no_tpu_probe_line_on_cpu fails (the INFO line is back).
+"""
 import os
 import subprocess
 import sys
@@ -8,10 +14,14 @@ import pytest
 from maml_iqr import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENTRY_POINTS = ("launch.main", "launch.sweep", "benchmarks.bench_core", "benchmarks.cost_curves",
+                "benchmarks.inner_loop", "benchmarks.warm_features")
 # Counts YNNPACK fusions whose root is a reduction in the compiled sum over tasks that MAML's outer gradient does.
 PROBE = """
-import re, jax, jax.numpy as jnp
-import maml_iqr
+import re, sys, jax, jax.numpy as jnp
+from maml_iqr import xla_flags
+if sys.argv[1] == "tune":
+  xla_flags.tune_cpu()
 hlo = jax.jit(lambda x: x.sum(0)).lower(jnp.ones((4, 512, 512))).compile().as_text()
 roots = {}
 name = None
@@ -25,35 +35,64 @@ print(sum(' reduce(' in roots.get(c, '') for c in called))
 """
 
 
-def _run(env_updates: dict) -> tuple[str, str]:
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "MAML_IQR_XLA_TUNING")}
-  env.update(env_updates)
-  code = "import os, maml_iqr; print(os.environ.get('XLA_FLAGS', ''))"
-  flags = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout.strip()
-  reduces = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.strip().splitlines()[-1]
-  return flags, reduces
+def _env(**updates) -> dict:
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "MAML_IQR_XLA_TUNING", "JAX_PLATFORMS")}
+  env.update(updates)
+  return env
+
+
+def _python(code: str, *args, env=None) -> subprocess.CompletedProcess:
+  done = subprocess.run([sys.executable, "-c", code, *args], env=env or _env(), cwd=ROOT, capture_output=True,
+                        text=True, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done
+
+
+def _reductions_in_ynnpack(mode: str, env=None) -> int:
+  return int(_python(PROBE, mode, env=env).stdout.strip().splitlines()[-1])
 
 
 needs_option = pytest.mark.skipif(not xla_flags.jaxlib_knows(xla_flags.OPTION),
                                   reason="this jaxlib has no YNNPACK fusion option; nothing to tune")
 
 
+def test_importing_the_library_leaves_the_environment_alone():
+  # jax itself sets TF_CPP_MIN_LOG_LEVEL and TPU_SKIP_MDS_QUERY on import: snapshot after the dependencies.
+  code = ("import os, json, jax, flax, distrax, optax, orbax.checkpoint, tensorflow_datasets\n"
+          "before = dict(os.environ)\n"
+          "import maml_iqr, maml_iqr.run, maml_iqr.cleaning, maml_iqr.detector, maml_iqr.data.readers\n"
+          "import launch.main, benchmarks.bench_core, benchmarks.cost_curves\n"  # launch.sweep redefines --workdir
+
+          "print(json.dumps({k: v for k, v in os.environ.items() if before.get(k) != v}))")
+  assert _python(code).stdout.strip().splitlines()[-1] == "{}"
+
+
 @needs_option
-def test_import_sets_the_flag_and_reductions_leave_ynnpack():
-  flags, reduces = _run({})
-  assert xla_flags.FLAG in flags
-  assert reduces == "0"
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_entry_point_applies_the_option(module):
+  """Runs the module as a script with --help: its __main__ block runs up to flag parsing, which exits."""
+  code = ("import os, runpy, sys\n"
+          "sys.argv = [sys.argv[1], '--help']\n"
+          "try:\n  runpy.run_module(sys.argv[0], run_name='__main__')\n"
+          "except SystemExit:\n  pass\n"
+          "print('XLA_FLAGS=' + os.environ.get('XLA_FLAGS', ''))")
+  last = _python(code, module).stdout.strip().splitlines()[-1]
+  assert last == f"XLA_FLAGS={xla_flags.FLAG}"
+
+
+@needs_option
+def test_the_option_takes_reductions_out_of_ynnpack():
+  assert _reductions_in_ynnpack("plain") > 0  # jaxlib's default: YNNPACK reductions
+  assert _reductions_in_ynnpack("tune") == 0
 
 
 @needs_option
 def test_opt_out_and_user_choice_are_respected():
-  flags, reduces = _run({"MAML_IQR_XLA_TUNING": "0"})
-  assert xla_flags.OPTION not in flags and int(reduces) > 0  # jaxlib's default: YNNPACK reductions
+  code = "import os; from maml_iqr import xla_flags; print(xla_flags.tune_cpu(), os.environ.get('XLA_FLAGS', ''))"
+  assert _python(code, env=_env(MAML_IQR_XLA_TUNING="0")).stdout.split() == ["False"]
   mine = f"{xla_flags.OPTION}=individual_dot,reduce"
-  flags, reduces = _run({"XLA_FLAGS": mine})
-  assert flags == mine and int(reduces) > 0
+  assert _python(code, env=_env(XLA_FLAGS=mine)).stdout.split() == ["False", mine]
+  assert _reductions_in_ynnpack("tune", env=_env(XLA_FLAGS=mine)) > 0
 
 
 def test_unknown_option_is_never_added(monkeypatch):
@@ -61,3 +100,16 @@ def test_unknown_option_is_never_added(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
   assert not xla_flags.tune_cpu()
   assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x"
+
+
+@pytest.mark.skipif(xla_flags.tpu_library_installed(), reason="a TPU library is installed: the probe may succeed")
+def test_no_tpu_probe_line_on_cpu():
+  """An absl program (INFO shown, as under launch) that starts JAX's backend with JAX_PLATFORMS unset."""
+  code = ("import sys\nfrom absl import app\nfrom maml_iqr import xla_flags\n"
+          "if sys.argv[1] == 'prepared':\n  xla_flags.prepare_process()\n"
+          "def main(_):\n  import jax\n  print(jax.devices()[0].platform)\n"
+          "app.run(main, argv=sys.argv[:1])")
+  plain = _python(code, "plain")
+  assert xla_flags.TPU_PROBE_MESSAGE in plain.stderr  # what the filter is for: jax logs it without one
+  prepared = _python(code, "prepared")
+  assert xla_flags.TPU_PROBE_MESSAGE not in prepared.stderr and prepared.stdout.strip() == "cpu"
