@@ -108,3 +108,18 @@ def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.refine.max_iterations = 2
   c.refine.score_epochs = 1
   return c
+
+
+class UnknownVariantError(ValueError):
+  """A config spec's ':variant' that no config knows (a typo must not silently run the full config)."""
+
+
+def variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """The end of every `get_config(arg)`: no argument gives the config itself, ':quick' shrinks it, anything else
+  is refused (`configs/mvtec.py:quik` would otherwise run the full multi-hour config)."""
+  if arg is None or arg == "":
+    return c
+  if arg == "quick":
+    return shrink(c)
+  raise UnknownVariantError(f"unknown config variant {arg!r}: use configs/<name>.py for the full config or "
+                            "configs/<name>.py:quick for the tiny one")

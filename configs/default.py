@@ -8,7 +8,7 @@ table (its maml_iqr / mono / 20 % / seed 0 cell: AUROC 0.779), so that it runs i
 2-core CPU, most of it computing features once. With only 8 test rotations it measured 0.517: the score needs
 the many views. `:quick` shrinks it for smoke tests (scores not meaningful).
 """
-from configs.base import base, shrink
+from configs.base import base, variant
 
 
 def get_config(arg: str | None = None):
@@ -21,4 +21,4 @@ def get_config(arg: str | None = None):
   c.train.sub_epochs = 4
   c.maml.meta_epochs = 2
   c.refine.score_epochs = 8
-  return shrink(c) if arg == "quick" else c
+  return variant(c, arg)

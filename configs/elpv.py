@@ -2,11 +2,11 @@
 
   python -m launch.main --config=configs/elpv.py --workdir=DIR --config.noise.ratio=0.2 --config.method=maml_iqr
 """
-from configs.base import base, shrink
+from configs.base import base, variant
 
 
 def get_config(arg: str | None = None):
   c = base()
   c.data.name = "elpv"
   c.data.category = "all"
-  return shrink(c) if arg == "quick" else c
+  return variant(c, arg)

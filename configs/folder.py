@@ -4,10 +4,10 @@ a folder of known-defective images.
   python -m launch.main --config=configs/folder.py --workdir=DIR --config.data.root=/my/good \
       --config.data.defective_root=/my/defective
 """
-from configs.base import base, shrink
+from configs.base import base, variant
 
 
 def get_config(arg: str | None = None):
   c = base()
   c.data.name = "folder"
-  return shrink(c) if arg == "quick" else c
+  return variant(c, arg)

@@ -3,7 +3,7 @@
   python -m launch.main --config=configs/ksdd2.py --workdir=DIR --config.data.root=/data/ksdd2 \
       --config.backbone.weights_path=/weights/alexnet-owt-7be5be79.pth
 """
-from configs.base import base, shrink
+from configs.base import base, variant
 
 
 def get_config(arg: str | None = None):
@@ -11,4 +11,4 @@ def get_config(arg: str | None = None):
   c.data.name = "ksdd2"
   c.data.category = "ksdd2"
   c.backbone.name = "alexnet"
-  return shrink(c) if arg == "quick" else c
+  return variant(c, arg)

@@ -2,7 +2,7 @@
 
   python -m launch.main --config=configs/mtd.py --workdir=DIR --config.data.root=../shared/data/magnetic_tile
 """
-from configs.base import base, shrink
+from configs.base import base, variant
 
 
 def get_config(arg: str | None = None):
@@ -10,4 +10,4 @@ def get_config(arg: str | None = None):
   c.data.name = "magnetic_tile"
   c.data.root = "../shared/data/magnetic_tile"
   c.data.category = "magnetic_tile"
-  return shrink(c) if arg == "quick" else c
+  return variant(c, arg)

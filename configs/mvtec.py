@@ -3,7 +3,7 @@
   python -m launch.main --config=configs/mvtec.py --workdir=DIR --config.data.root=/data/mvtec_ad \
       --config.data.category=bottle --config.backbone.weights_path=/weights/alexnet-owt-7be5be79.pth
 """
-from configs.base import base, shrink
+from configs.base import base, variant
 
 
 def get_config(arg: str | None = None):
@@ -11,4 +11,4 @@ def get_config(arg: str | None = None):
   c.data.name = "mvtec"
   c.data.category = "bottle"
   c.backbone.name = "alexnet"
-  return shrink(c) if arg == "quick" else c
+  return variant(c, arg)

@@ -1,8 +1,17 @@
-"""Start-up validation of a run's config: every value range-checked before any expensive work starts."""
+"""Start-up validation of a run's config: every value range-checked before any expensive work starts, and
+every check that needs the data (`check_feasible`) made right after the noise split, before the backbone runs.
+
+Also turns a bad command line (an unknown `--config.` key, a typo in a config's `:variant`) into one line
+(`flag_error_line`) instead of a traceback.
+"""
 from __future__ import annotations
 
+import difflib
 import math
 import os
+import re
+
+from maml_iqr.io import is_writer
 
 METHODS = ("differnet", "one_shot", "iterative", "maml_iqr")
 DATASETS = ("mvtec", "ksdd2", "magnetic_tile", "elpv", "folder")
@@ -11,6 +20,28 @@ BACKBONES = ("efficientnet_lite0", "alexnet")
 
 class ConfigError(ValueError):
   """A config value out of range: the message names the flag and the allowed values."""
+
+
+class FeasibilityError(ConfigError):
+  """Values each in range that cannot work together on this data: the message names the flag and the fix."""
+
+
+PATH_FLAGS = ("data.root", "data.defective_root", "backbone.weights_path", "cache_dir")
+
+
+def expand_paths(c):
+  """A copy of the config with `~` expanded in every path value (`PATH_FLAGS`): a shell leaves
+  `--config.data.root=~/x` as it is, and the run must not read or create a literal './~' folder."""
+  c = c.copy_and_resolve_references()
+  for flag in PATH_FLAGS:
+    *sections, name = flag.split(".")
+    holder = c
+    for section in sections:
+      holder = holder[section]
+    if isinstance(holder[name], str) and holder[name].startswith("~"):
+      with holder.unlocked():
+        holder[name] = os.path.expanduser(holder[name])
+  return c
 
 
 def _check(ok: bool, flag: str, value, expected: str) -> None:
@@ -28,7 +59,10 @@ def _is_num(v) -> bool:
 
 
 def _writable(flag: str, path: str) -> None:
-  """Creates `path` if needed and writes a probe file there, or raises a ConfigError naming the flag."""
+  """Creates `path` if needed and writes a probe file there, or raises a ConfigError naming the flag. In a
+  multi-process run only process 0 writes (`io.is_writer`), so only it probes."""
+  if not is_writer():
+    return
   try:
     os.makedirs(path, exist_ok=True)
     probe = os.path.join(path, f".write_probe_{os.getpid()}")
@@ -86,6 +120,9 @@ def validate(c) -> None:
       ok = False
     _check(ok, "backbone.stages", stages, "a non-empty tuple of stem, block0..block15, head, stride4, stride8, "
            "stride16 or stride32")
+  if c.backbone.name == "efficientnet_lite0" and c.backbone.weights_path:
+    _check(os.path.isfile(c.backbone.weights_path), "backbone.weights_path", c.backbone.weights_path,
+           "an existing EfficientNet-Lite0 .pth file, or empty for the packaged weights")
   if c.backbone.name == "alexnet" and c.backbone.weights_path != "random":
     _check(os.path.isfile(c.backbone.weights_path), "backbone.weights_path", c.backbone.weights_path,
            "a torchvision AlexNet .pth file (https://download.pytorch.org/models/alexnet-owt-7be5be79.pth)")
@@ -135,7 +172,172 @@ def check_workdir(workdir: str) -> None:
   if not workdir:
     raise ConfigError("--workdir is required: the folder where results.json, report.md and checkpoints go")
   _writable("--workdir", workdir)
+  if not is_writer():
+    return
   free = os.statvfs(workdir)
   free_mb = free.f_bavail * free.f_frsize / 2**20
   if free_mb < 200:
     raise ConfigError(f"--workdir={workdir}: only {free_mb:.0f} MiB free on its disk; a run needs at least 200 MiB")
+
+
+# ------------------------------------------------------------------------------------------ feasibility
+
+def smallest_fit_set(n_train: int, folds: int) -> int:
+  """The fewest images a fold's fit set starts with: the training set less its largest fold (folds as equal as
+  `permutation % folds` makes them, so the largest holds ceil(n / folds)); the whole set without folds."""
+  return n_train - -(-n_train // folds) if folds > 1 else n_train
+
+
+def fewest_kept(c, n_train: int) -> int:
+  """The fewest images the cleaning can keep, by its removal caps (`refine.select_removals`)."""
+  if c.method == "differnet" or n_train <= c.refine.min_kept:
+    return n_train
+  return max(c.refine.min_kept, n_train - int(math.floor(c.refine.max_remove_total * n_train)))
+
+
+def _test_set_problem(c, split) -> str | None:
+  """Why the test set cannot give an AUROC (it needs good and defective images), or None."""
+  test, moved = split.test, split.n_injected
+  if test.n_defective and test.n_good:
+    return None
+  if not test.n_defective:
+    if moved and not c.noise.overlap:
+      how = (f"--config.noise.ratio={c.noise.ratio!r}" +
+             (" with --config.noise.on_shortage=cap" if c.noise.on_shortage == "cap" else ""))
+      return (f"{how} and noise.overlap=False move every defective test image ({moved}) into training: no "
+              "defective test image is left to measure AUROC; lower --config.noise.ratio, or set "
+              "--config.noise.overlap=True")
+    if split.val.n_defective:
+      return (f"--config.noise.val_fraction={c.noise.val_fraction!r} takes every defective test image "
+              f"({split.val.n_defective}) for validation: none is left to measure AUROC; lower it")
+    source = ("--config.data.defective_root is empty: the test set has no defective images to measure AUROC; "
+              "point it at a folder of defective images" if c.data.name == "folder" else
+              f"the dataset ({c.data.name}) has no defective test images to measure AUROC; check --config.data")
+    return source
+  return (f"the test set has no good images ({test.n_defective} defective) to measure AUROC; "
+          + ("raise --config.data.test_fraction" if c.data.name in ("folder", "elpv") else
+             "lower --config.noise.val_fraction") + " so that good images are left for testing")
+
+
+def check_feasible(c, split) -> list[str]:
+  """Every check that needs the data, made after the noise split and before any backbone runs.
+
+  Raises FeasibilityError for a run that cannot finish: a test set without good or without defective images;
+  a method that removes images with fewer training images than `refine.folds`; `maml.task_size` larger than
+  the smallest fold's fit set (maml_iqr) or the fewest images the cleaning may keep (`train.init=meta`); an
+  automatic threshold (`refine.auto_k_quantile`) without good validation images.
+
+  Returns warnings for a run that finishes on weaker ground: a method that removes images with a validation
+  set lacking good or defective images has no validation AUROC, so refinement runs to
+  `refine.max_iterations` (or until nothing is removed) without its stopping rule. That is allowed, not
+  refused: it is the paper's loop without early stopping, and a user's own folder may have no defects to
+  validate with; the run says so in its log and in results.json (`warnings`).
+  """
+  problem = _test_set_problem(c, split)
+  if problem:
+    raise FeasibilityError(problem)
+  n_train = len(split.train)
+  removes = c.method != "differnet"
+  if removes and n_train < c.refine.folds:
+    raise FeasibilityError(f"--config.refine.folds={c.refine.folds}: the training set has only {n_train} images, "
+                           "fewer than the folds it is split into; lower --config.refine.folds")
+  if c.method == "maml_iqr":
+    fit = smallest_fit_set(n_train, c.refine.folds)
+    if c.maml.task_size > fit:
+      raise FeasibilityError(
+          f"--config.maml.task_size={c.maml.task_size}: a MAML task draws that many distinct images from a fold's "
+          f"fit set, but with refine.folds={c.refine.folds} the smallest fit set of these {n_train} training "
+          f"images holds {fit}; lower --config.maml.task_size to at most {fit}"
+          + (" or lower --config.refine.folds" if c.refine.folds > 1 else ""))
+  if c.train.init == "meta":
+    fewest = fewest_kept(c, n_train)
+    if c.maml.task_size > fewest:
+      raise FeasibilityError(
+          f"--config.maml.task_size={c.maml.task_size}: train.init=meta meta-trains the final detector on tasks "
+          f"of that many kept images, but the cleaning may keep as few as {fewest}; lower --config.maml.task_size, "
+          "raise --config.refine.min_kept, or set --config.train.init=fresh")
+  val = split.val
+  if removes and c.refine.auto_k_quantile > 0 and not val.n_good:
+    raise FeasibilityError(
+        f"--config.refine.auto_k_quantile={c.refine.auto_k_quantile!r} sets the threshold from good validation "
+        f"images, but the validation set has none (noise.val_fraction={c.noise.val_fraction!r}); set "
+        "--config.noise.val_fraction > 0, or --config.refine.auto_k_quantile=0 for the IQR rule")
+  warnings = []
+  if removes and not (val.n_good and val.n_defective):
+    warnings.append(
+        f"no validation AUROC: the validation set has {val.n_good} good and {val.n_defective} defective images "
+        f"(noise.val_fraction={c.noise.val_fraction!r}), so refinement cannot stop when it stops improving and "
+        f"runs to refine.max_iterations={c.refine.max_iterations} or until nothing is removed; set "
+        "--config.noise.val_fraction > 0 (and give the dataset defective images) for the stopping rule")
+  return warnings
+
+
+# ------------------------------------------------------------------------------------------ command lines
+
+def _override_paths(argv: list[str], flag: str) -> list[tuple[str, str]]:
+  """(argument, dotted path) of every `--<flag>.a.b[=v]` override on a command line."""
+  out = []
+  for arg in argv:
+    m = re.match(rf"--{re.escape(flag)}\.([^=]+)", arg)
+    if m:
+      out.append((arg.split("=", 1)[0], m.group(1)))
+  return out
+
+
+def unknown_override(config, argv: list[str], flag: str = "config") -> str | None:
+  """A line naming the first `--config.x.y` override whose key does not exist in `config`, with the keys that
+  do (and the closest one), or None when every key exists."""
+  for arg, path in _override_paths(argv, flag):
+    holder, walked = config, []
+    for part in path.split("."):
+      keys = list(holder.keys()) if hasattr(holder, "keys") else []
+      if part not in keys:
+        where = ".".join(walked) or flag
+        close = difflib.get_close_matches(part, keys, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return (f"{arg}: {where} has no key {part!r}{hint}; its keys: {', '.join(sorted(keys)) or 'none'}")
+      holder = holder[part]
+      walked.append(part)
+  return None
+
+
+def _innermost_message(text: str) -> str:
+  """The last line of a traceback embedded in a message ('pkg.SomeError: what' -> 'what'), or the first line."""
+  lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+  if not lines:
+    return text
+  if any(ln.startswith("Traceback (most recent call last)") for ln in lines):
+    last = lines[-1]
+    m = re.match(r"^[\w.]+(Error|Exception): (.*)$", last)
+    return m.group(2) if m else last
+  return lines[0]
+
+
+def flag_error_line(error: BaseException, argv: list[str], load_config=None, flag: str = "config") -> str:
+  """One line for a command line that absl or ml_collections refused: an unknown override key is named with
+  the keys that exist (`load_config(spec)` reads the config the spec names); a config file's own error
+  (e.g. an unknown ':variant') is its message, without the traceback."""
+  if load_config is not None:
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag}=")), None)
+    if spec:
+      try:
+        config = load_config(spec)
+      except Exception as e:  # noqa: BLE001 - the config file itself is what failed: say so below
+        return f"--{flag}={spec}: {_innermost_message(str(e))}"
+      unknown = unknown_override(config, argv, flag)
+      if unknown:
+        return unknown
+  return _innermost_message(str(error))
+
+
+def load_config_file(spec: str):
+  """`get_config(arg)` of a config spec 'path/to/config.py[:arg]', as `--config=` reads it."""
+  import importlib.util  # noqa: PLC0415
+
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"{path}: config file not found")
+  module_spec = importlib.util.spec_from_file_location("experiment_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)

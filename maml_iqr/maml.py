@@ -171,17 +171,38 @@ def make_meta_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, cfg
 
 
 def task_mesh(axis_name: str = 'tasks', devices=None) -> jax.sharding.Mesh:
-  """1-D mesh over all (or the given) devices; Auto axes so jit moves host inputs onto it by itself."""
+  """1-D mesh over all (or the given) devices, of every process in a multi-process run; Auto axes so jit moves
+  host inputs onto it by itself."""
   devices = jax.devices() if devices is None else devices
   return jax.make_mesh((len(devices),), (axis_name,), axis_types=(jax.sharding.AxisType.Auto,),
                        devices=devices)
+
+
+def _global(x, sharding: jax.sharding.Sharding):
+  """`x` placed on a sharding that spans several processes, built from this process's copy of the whole value:
+  each of its devices takes its slice (`jax.make_array_from_callback`). Every process must pass the same value;
+  nothing checks it, since an all-gather per step would cost more than the step."""
+  if isinstance(x, jax.Array) and x.sharding == sharding:
+    return x
+  host = np.asarray(x)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def place(tree, sharding: jax.sharding.Sharding):
+  """`jax.device_put(tree, sharding)` within one process; across processes (a sharding whose devices are not
+  all this process's), the same placement built from each process's copy (`_global`)."""
+  if sharding.is_fully_addressable:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(lambda x: _global(x, sharding), tree)
 
 
 def sharded_meta_step(step, mesh: jax.sharding.Mesh | None = None, axis_name: str = 'tasks'):
   """jit(shard_map(step)): tasks split along their leading axis, params and opt_state replicated.
 
   The number of tasks must be a multiple of the number of devices. params and opt_state are donated: use
-  the returned ones.
+  the returned ones. In a multi-process run (`jax.distributed`) the default mesh spans the devices of every
+  process: each process passes the same params and the same host tasks (drawn from the same seeded host RNG),
+  each device takes its slice of the tasks, and the outer gradient is averaged over all devices.
   """
   mesh = task_mesh(axis_name) if mesh is None else mesh
   mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(), P(axis_name)), out_specs=P())
@@ -190,17 +211,21 @@ def sharded_meta_step(step, mesh: jax.sharding.Mesh | None = None, axis_name: st
 
   def call(params, opt_state, tasks):
     # Inputs placed as the outputs come back: jit's cache key then never changes (one trace, one compile).
-    params, opt_state = jax.device_put((params, opt_state), replicated)
-    return jitted(params, opt_state, jax.device_put(tasks, split))
+    params, opt_state = place((params, opt_state), replicated)
+    return jitted(params, opt_state, place(tasks, split))
 
   return call
 
 
 def pmapped_meta_step(step, axis_name: str = 'tasks', devices=None):
   """pmap(step) with the same call signature as `sharded_meta_step`: tasks (n_tasks, ...) are reshaped to
-  (n_devices, n_tasks // n_devices, ...); params and opt_state go in and come out unreplicated (donated)."""
-  devices = jax.local_devices() if devices is None else devices
+  (n_devices, n_tasks // n_devices, ...); params and opt_state go in and come out unreplicated (donated).
+
+  The devices default to those of every process; in a multi-process run each process passes the same host
+  tasks and feeds its own devices their rows, as pmap wants."""
+  devices = jax.devices() if devices is None else devices
   n = len(devices)
+  mine = np.asarray([i for i, d in enumerate(devices) if d.process_index == jax.process_index()])
   mapped = jax.pmap(step, axis_name, in_axes=(None, None, 0), out_axes=None, devices=devices,
                     donate_argnums=(0, 1))
   # Where pmap (built on shard_map in JAX >= 0.8) leaves unmapped outputs; placing the inputs there too
@@ -211,15 +236,17 @@ def pmapped_meta_step(step, axis_name: str = 'tasks', devices=None):
     def split(x):
       if x.shape[0] % n:
         raise ValueError(f'{x.shape[0]} tasks do not split over {n} devices')
-      return x.reshape(n, x.shape[0] // n, *x.shape[1:])
-    params, opt_state = jax.device_put((params, opt_state), replicated)
+      rows = x.reshape(n, x.shape[0] // n, *x.shape[1:])
+      return rows if len(mine) == n else rows[mine]
+    params, opt_state = place((params, opt_state), replicated)
     return mapped(params, opt_state, jax.tree.map(split, tasks))
 
   return call
 
 
 def parallel_meta_step(step, parallel: str = 'shard_map', axis_name: str = 'tasks'):
-  """`sharded_meta_step` (default) or `pmapped_meta_step` by name, e.g. from a config string."""
+  """`sharded_meta_step` (default) or `pmapped_meta_step` by name, e.g. from a config string; both span the
+  devices of every process."""
   if parallel == 'shard_map':
     return sharded_meta_step(step, axis_name=axis_name)
   if parallel == 'pmap':

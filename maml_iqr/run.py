@@ -75,9 +75,17 @@ def epochs_to_converge(losses: np.ndarray, n_epochs: int, tolerance: float = 0.0
   return int(np.argmax(per_epoch - per_epoch[-1] <= tolerance * abs(drop))) + 1
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
+  """One run in `workdir`. Before any backbone runs: `~` expanded in paths, the config validated, the workdir
+  locked and checked to be this config's (`workdir.claim`; `overwrite` clears another config's outputs first),
+  and every check that needs the data made (`config_check.check_feasible`). A finished results.json is never
+  replaced by this run's placeholder."""
+  from maml_iqr import workdir as workdir_lib  # noqa: PLC0415
+  workdir = workdir_lib.expand_path(workdir)
+  config = config_check.expand_paths(config)
   config_check.validate(config)
   config_check.check_workdir(workdir)
+  workdir_lib.claim(workdir, config, overwrite)
   timings, start = {}, time.time()
   backbone = backbones.get_backbone(config.backbone.name, config.backbone.weights_path or None,
                                     tuple(config.backbone.stages) if config.backbone.name != "alexnet" else None)
@@ -85,18 +93,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
   dataset = readers.read(config.data, backbone.input_size)
   split = contaminate(dataset, config.noise.ratio, config.noise.mode, config.noise.overlap, config.seed,
                       config.noise.on_shortage, config.noise.val_fraction)
+  warnings = config_check.check_feasible(config, split)
   timings["data_s"] = round(time.time() - start, 2)
   log(dataset.summary())
   log(f"contamination: {split.summary()}")
+  for warning in warnings:
+    log(f"WARNING: {warning}")
   results = {
       "dataset": dataset.name, "category": dataset.category, "method": config.method, "tag": config.tag,
       "seed": config.seed,
       "backbone": backbone.name, "noise": {"ratio": config.noise.ratio, "mode": config.noise.mode,
                                            "overlap": config.noise.overlap},
       "contamination": split.summary(), "injected_ids": list(split.injected_ids), "status": "data",
-      "config": config.to_dict(), "timings": timings,
+      "warnings": warnings, "config": config.to_dict(), "timings": timings,
   }
-  write_json(os.path.join(workdir, "results.json"), results)
+  workdir_lib.bind(workdir, config)
+  workdir_lib.write_results(workdir, results)
 
   t = time.time()
   if not config.cache_dir:
@@ -152,16 +164,26 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return results
 
 
-def main(config, workdir: str) -> None:
+def main(config, workdir: str, overwrite: bool = False) -> None:
+  """`launch.main`'s run. A user's error (`workdir.user_errors`: config, data, weights, workdir, a diverging
+  loss) ends in one line `error: ...` on stderr and exit code 2, with results.json `status: failed` (unless it
+  holds a finished run, or the workdir is another run's). SIGTERM or SIGINT stop the run at once: exit code
+  128 + the signal, the last checkpoint kept, the same command resumes."""
+  import sys  # noqa: PLC0415
+  from maml_iqr import workdir as workdir_lib  # noqa: PLC0415
+  workdir = workdir_lib.expand_path(workdir)
   try:
-    results = train_and_evaluate(config, workdir)
-  except (config_check.ConfigError, readers.DataError, FloatingPointError) as e:
-    path = os.path.join(workdir or ".", "results.json")
-    if os.path.exists(path):  # say so, so that a failed run does not look like a killed one
-      with open(path) as f:
-        partial = json.load(f)
-      write_json(path, dict(partial, status="failed", error=str(e)))
-    raise SystemExit(f"error: {e}") from None
+    with workdir_lib.stop_on_signals():
+      results = train_and_evaluate(config, workdir, overwrite)
+  except workdir_lib.Interrupted as e:
+    log(f"WARNING: {e}: checkpoints in {workdir} are kept; run the same command again to resume")
+    raise SystemExit(workdir_lib.exit_code(e)) from None
+  except workdir_lib.user_errors() as e:
+    workdir_lib.record_failure(workdir, e)
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
+  finally:
+    workdir_lib.release(workdir)
   log(f"done: {results['method']} on {results['dataset']}/{results['category']} at noise "
        f"{results['noise']['ratio']}: test AUROC {results['auroc']:.4f}; results in {workdir}/results.json, "
        f"report in {workdir}/report.md")

@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
+from maml_iqr.common import log
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -79,16 +81,32 @@ class Dataset:
 
 
 def list_images(folder: str) -> list[str]:
-  """Sorted image files in `folder`, skipping hidden files (.DS_Store), thumbnails and masks."""
+  """Sorted image files in `folder`, skipping hidden files (.DS_Store), thumbnails and masks.
+
+  Subfolders are not read (nor symlinks to folders), and a symlink that leads nowhere cannot be; a symlink to
+  an image file is read wherever it points. Whatever is skipped besides hidden files is said in one warning
+  line with the count and the first names, so that images left in a subfolder are not silently missing.
+  """
   if not os.path.isdir(folder):
     raise DataError(f"{folder}: folder not found")
   names = []
+  skipped: dict[str, list[str]] = {"subfolders (not read: move their images up or point the config at them)": [],
+                                   "broken symlinks or special files": [], "files that are not images": []}
   for name in sorted(os.listdir(folder)):
     path = os.path.join(folder, name)
-    if name.startswith(".") or name.lower() in ("thumbs.db", "desktop.ini") or not os.path.isfile(path):
+    if name.startswith(".") or name.lower() in ("thumbs.db", "desktop.ini"):
       continue
-    if name.lower().endswith(IMAGE_EXTENSIONS):
+    if os.path.isdir(path):
+      skipped["subfolders (not read: move their images up or point the config at them)"].append(name)
+    elif not os.path.isfile(path):
+      skipped["broken symlinks or special files"].append(name)
+    elif name.lower().endswith(IMAGE_EXTENSIONS):
       names.append(path)
+    else:
+      skipped["files that are not images"].append(name)
+  said = [f"{len(v)} {k} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})" for k, v in skipped.items() if v]
+  if said:
+    log(f"WARNING: {folder}: read {len(names)} images; skipped {'; '.join(said)}")
   return names
 
 

@@ -24,8 +24,21 @@ _CONVS = (
 )
 
 
+def check_state_dict(state_dict):
+  """Raises ValueError naming the first missing or misshapen tensor of torchvision's AlexNet `features`."""
+  for index, c_in, c_out, k, *_ in _CONVS:
+    for name, shape in ((f'features.{index}.weight', (c_out, c_in, k, k)),
+                        (f'features.{index}.bias', (c_out,))):
+      if name not in state_dict:
+        raise ValueError(f'{name} is missing')
+      got = tuple(np.shape(state_dict[name]))
+      if got != shape:
+        raise ValueError(f'{name} has shape {got}, expected {shape}')
+
+
 def params_from_state_dict(state_dict):
   """Converts torchvision AlexNet weights (OIHW) to HWIO parameters."""
+  check_state_dict(state_dict)
   params = {}
   for i, (index, *_) in enumerate(_CONVS):
     weight = np.asarray(state_dict[f'features.{index}.weight'], np.float32)

@@ -31,8 +31,13 @@ class Backbone:
 def _load_alexnet(weights_path):
   if weights_path == 'random':
     return alexnet.init_params(jax.random.key(0))
-  return alexnet.params_from_state_dict(
-      torch_weights.load_state_dict(weights_path))
+  state = torch_weights.load_state_dict(weights_path)
+  try:
+    return alexnet.params_from_state_dict(state)
+  except ValueError as e:
+    raise torch_weights.WeightsError(
+        f'{weights_path}: not torchvision AlexNet weights ({e}); pass the '
+        f'file from {ALEXNET_URL} as --config.backbone.weights_path') from None
 
 
 def get_backbone(name='efficientnet_lite0', weights_path=None, stages=None):

@@ -79,8 +79,42 @@ def _fold(state, conv, bn):
           'bias': jnp.asarray(bias, jnp.float32)}
 
 
+def _expect(state, name, shape):
+  if name not in state:
+    raise ValueError(f'{name} is missing')
+  got = tuple(np.shape(state[name]))
+  if got != tuple(shape):
+    raise ValueError(f'{name} has shape {got}, expected {tuple(shape)}')
+
+
+def _expect_conv_bn(state, conv, bn, out, rest):
+  _expect(state, f'{conv}.weight', (out,) + tuple(rest))
+  for field in ('weight', 'bias', 'running_mean', 'running_var'):
+    _expect(state, f'{bn}.{field}', (out,))
+
+
+def check_state_dict(state):
+  """Raises ValueError naming the first missing or misshapen tensor of the Lite0 layout (lukemelas names)."""
+  _expect_conv_bn(state, '_conv_stem', '_bn0', 32, (3, 3, 3))
+  c_in = 32
+  for i, c_out in enumerate(_BLOCK_CHANNELS):
+    b = f'_blocks.{i}'
+    c_mid = c_in
+    if f'{b}._expand_conv.weight' in state:
+      c_mid = int(np.shape(state[f'{b}._expand_conv.weight'])[0])
+      _expect_conv_bn(state, f'{b}._expand_conv', f'{b}._bn0', c_mid, (c_in, 1, 1))
+    k = int(np.shape(state.get(f'{b}._depthwise_conv.weight', np.zeros((0,) * 4)))[-1])
+    _expect_conv_bn(state, f'{b}._depthwise_conv', f'{b}._bn1', c_mid, (1, k, k))
+    _expect_conv_bn(state, f'{b}._project_conv', f'{b}._bn2', c_out, (c_mid, 1, 1))
+    c_in = c_out
+  _expect_conv_bn(state, '_conv_head', '_bn1', 1280, (c_in, 1, 1))
+  _expect(state, '_fc.weight', (1000, 1280))
+  _expect(state, '_fc.bias', (1000,))
+
+
 def params_from_state_dict(state):
   """Converts the package's state dict to folded JAX parameters."""
+  check_state_dict(state)
   blocks = []
   for i in range(len(_BLOCK_STRIDES)):
     b = f'_blocks.{i}'
@@ -101,8 +135,14 @@ def params_from_state_dict(state):
 
 def load_params(path=None):
   """Real ImageNet parameters (from the pip package unless `path` is given)."""
-  return params_from_state_dict(
-      torch_weights.load_state_dict(path or weights_path()))
+  path = path or weights_path()
+  state = torch_weights.load_state_dict(path)
+  try:
+    return params_from_state_dict(state)
+  except ValueError as e:
+    raise torch_weights.WeightsError(
+        f'{path}: not EfficientNet-Lite0 weights in the lukemelas layout ({e}); '
+        'leave --config.backbone.weights_path empty for the packaged file') from None
 
 
 def _same_pads(size, kernel, stride):

@@ -12,11 +12,15 @@ Both formats written by `torch.save` are supported:
   followed by its raw bytes.
 
 The pickle runs under an allow-list: only the globals that rebuild tensors and
-an OrderedDict can be resolved, so a crafted file cannot run code.
+an OrderedDict can be resolved, so a crafted file cannot run code. Sizes are
+bounded by the bytes really in the file: a storage can hold no more than the
+file gives it, and a tensor no more elements than its storage (a few hundred
+bytes with zero strides can no longer ask for terabytes).
 """
 
 import collections
 import io
+import math
 import os
 import pickle
 import struct
@@ -42,7 +46,11 @@ _STORAGE_DTYPES = {
 }
 
 
-class RefusedGlobalError(pickle.UnpicklingError, ValueError):
+class WeightsError(ValueError):
+  """A weights file that cannot be used: the message names the file and says what is wrong with it."""
+
+
+class RefusedGlobalError(pickle.UnpicklingError, WeightsError):
   """A pickle asked for a global outside the allow-list."""
 
 
@@ -91,6 +99,12 @@ class _TensorRef:
       raise ValueError('tensor size and stride differ in length')
     if any(s < 0 for s in self.size + self.stride) or self.offset < 0:
       raise ValueError('negative tensor size, stride or offset')
+    numel = math.prod(self.size)
+    if numel > flat.size:  # only zero or overlapping strides get here
+      raise ValueError(
+          f'a tensor of shape {self.size} (strides {self.stride}) has {numel} '
+          f'elements but its storage holds {flat.size}: refused, a weights '
+          'tensor never repeats its storage (crafted or corrupt file)')
     if 0 not in self.size:
       last = self.offset + sum((n - 1) * s for n, s in zip(self.size,
                                                            self.stride))
@@ -169,6 +183,7 @@ def _load_zip(file):
 
     def load_storage(storage_type, key, unused_location, numel):
       key = _decode(key)
+      _check_numel(numel, key)
       if key not in storages:
         dtype = storage_type.dtype.newbyteorder(order)
         raw = archive.read(f'{root}data/{key}')
@@ -195,6 +210,7 @@ def _load_legacy(file):
   def load_storage(storage_type, root_key, unused_location, numel,
                    view_metadata):
     root_key = _decode(root_key)
+    _check_numel(numel, root_key)
     if root_key not in storages:
       storages[root_key] = _Storage(storage_type.dtype.newbyteorder(order),
                                     numel)
@@ -212,12 +228,23 @@ def _load_legacy(file):
     if numel != storage.numel:
       raise ValueError(f'storage {key}: {numel} elements, expected '
                        f'{storage.numel}')
-    raw = _read_exactly(file, numel * storage.dtype.itemsize)
+    raw = _read_exactly(file, numel * storage.dtype.itemsize)  # bounded
     storage.data = np.frombuffer(raw, storage.dtype)
   return obj
 
 
+def _check_numel(numel, key):
+  if not isinstance(numel, int) or numel < 0:
+    raise ValueError(f'storage {key!r}: bad element count {numel!r}')
+
+
 def _read_exactly(file, n):
+  """n bytes, or an error; never asks for more than the file still holds
+  (`read(n)` would allocate n bytes first, however large n is)."""
+  here = file.tell()
+  left = os.fstat(file.fileno()).st_size - here
+  if n > left:
+    raise ValueError(f'file is truncated: {n} bytes expected, {left} left')
   data = file.read(n)
   if len(data) != n:
     raise ValueError('file is truncated')
@@ -247,9 +274,10 @@ def load_state_dict(path):
     native byte order). Non-tensor entries are dropped.
 
   Raises:
-    RefusedGlobalError: (a `pickle.UnpicklingError` and a `ValueError`) the
+    RefusedGlobalError: (a `pickle.UnpicklingError` and a `WeightsError`) the
       pickle references a global outside the allow-list; nothing is executed.
-    ValueError: the file is missing, not a torch file, or truncated.
+    WeightsError: (a `ValueError`) the file is missing, not a torch file,
+      truncated, or asks for more data than it holds.
   """
   path = os.fspath(path)
   try:
@@ -266,12 +294,13 @@ def load_state_dict(path):
   except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError,
           KeyError, AttributeError, IndexError, struct.error,
           zipfile.BadZipFile) as e:
-    raise ValueError(f'{path}: cannot read as a torch state dict: '
-                     f'{type(e).__name__}: {e}') from e
+    raise WeightsError(f'{path}: cannot read as a torch state dict: '
+                       f'{type(e).__name__}: {e}') from e
   if not isinstance(obj, dict):
-    raise ValueError(f'{path}: holds a {type(obj).__name__}, not a state dict')
+    raise WeightsError(
+        f'{path}: holds a {type(obj).__name__}, not a state dict')
   state = collections.OrderedDict(
       (k, v) for k, v in obj.items() if isinstance(v, np.ndarray))
   if not state:
-    raise ValueError(f'{path}: no tensors found')
+    raise WeightsError(f'{path}: no tensors found')
   return state
