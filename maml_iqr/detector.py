@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from maml_iqr.common import log
 from maml_iqr.models import flow as flow_lib
 
 STEPS_PER_CALL = 16  # training steps per jitted chunk: one host round trip per chunk
@@ -58,8 +59,9 @@ def make_optimizer(t) -> optax.GradientTransformation:
 
 
 def loss_fn(flow: flow_lib.Flow, params, x: jax.Array) -> jax.Array:
-  z, logdet = flow.apply(params, bound_features(x))
-  return flow_lib.nll_loss(z, logdet)
+  """DifferNet's training loss: the batch mean of the per-dimension NLL under the flow's distrax density
+  (`Flow.nll`: -log p(x) / D without the constant 0.5 log(2 pi))."""
+  return jnp.mean(flow.apply(params, bound_features(x), method=flow_lib.Flow.nll))
 
 
 def gather_cached(feats: jax.Array, ix: jax.Array) -> jax.Array:
@@ -174,8 +176,8 @@ def train(flow, params, optimizer, data, kept: np.ndarray, epochs: int, rng: np.
                                "features for NaN")
     if time.time() - last > log_every:
       last = time.time()
-      print(f"  train {label}: step {i}/{n}, loss {losses[-1].mean():.4f}, "
-            f"{(time.time() - start) / i * (n - i):.0f} s left", flush=True)
+      log(f"train {label}: step {i}/{n}, loss {losses[-1].mean():.4f}, "
+          f"{(time.time() - start) / i * (n - i):.0f} s left")
   return params, opt_state, np.concatenate(losses) if losses else np.zeros(0)
 
 
@@ -184,8 +186,9 @@ def make_scorer(flow: flow_lib.Flow, kind: str):
   """score(params, feats (B, V, D)) -> (B,): the per-view score averaged over the V views."""
 
   def one_view(params, x):
-    z, logdet = flow.apply(params, bound_features(x))
-    return flow_lib.z2_score(z) if kind == "z2" else flow_lib.nll_score(z, logdet)
+    if kind == "z2":  # DifferNet's test score: z only, no log-det term
+      return flow_lib.z2_score(flow.apply(params, bound_features(x))[0])
+    return flow.apply(params, bound_features(x), method=flow_lib.Flow.nll)
 
   @jax.jit
   def score(params, feats):

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maml_iqr.common import log
 from maml_iqr.data import transforms
 
 
@@ -81,6 +82,6 @@ def extract(backbone, params, images: np.ndarray, view_params: np.ndarray, batch
     if time.time() - last > log_every:
       last = time.time()
       rate = (i + k) * v / (last - start)
-      print(f"  features {label}: {i + k}/{n} images ({rate:.0f} views/s, "
-            f"{(n - i - k) * v / max(rate, 1e-9):.0f} s left)", flush=True)
+      log(f"features {label}: {i + k}/{n} images ({rate:.0f} views/s, "
+          f"{(n - i - k) * v / max(rate, 1e-9):.0f} s left)")
   return out

@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from absl import logging
 
+from maml_iqr.common import log
 from maml_iqr.data.images import DataError, Dataset, ImageSet
 
 MODES = ("defect_share", "train_share")
@@ -80,7 +80,7 @@ def contaminate(dataset: Dataset, ratio: float, mode: str = "defect_share", over
   good_train = dataset.train.take(np.flatnonzero(dataset.train.labels == 0))
   n_dropped = len(dataset.train) - len(good_train)  # KSDD2 ships defective training images: not "good" data
   if n_dropped:
-    logging.info("dropped %d defective images from %s's own train set", n_dropped, dataset.name)
+    log(f"dropped {n_dropped} defective images from {dataset.name}'s own train set")
 
   in_val = _stratified_split(dataset.test.labels, val_fraction, rng)
   val = dataset.test.take(np.flatnonzero(in_val))
@@ -96,8 +96,7 @@ def contaminate(dataset: Dataset, ratio: float, mode: str = "defect_share", over
            f"outside the validation set")
     if on_shortage == "fail":
       raise DataError(msg + "; lower noise.ratio, lower noise.val_fraction, or set noise.on_shortage=cap")
-    logging.warning("%s; capping at %d", msg, len(defect_idx))
-    print(f"WARNING: {msg}; capping at {len(defect_idx)}", flush=True)
+    log(f"WARNING: {msg}; capping at {len(defect_idx)}")
     wanted = len(defect_idx)
 
   injected = np.sort(rng.choice(defect_idx, size=wanted, replace=False)) if wanted else np.zeros(0, np.int64)

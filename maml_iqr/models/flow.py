@@ -10,6 +10,11 @@ with soft-clamped log-scales `clamp * 0.636 * atan(s / clamp)`. Each subnet is
 an MLP `half_in -> hidden (x subnet_depth, ReLU) -> 2 * half_out`, whose output
 is split into (s, t) in that order. The blocks are distrax bijectors chained
 with `distrax.Chain`, so `Flow.__call__` is `forward_and_log_det`.
+
+The density the detector trains on is distrax's: `Flow.distribution()` is `distrax.Transformed(N(0, I),
+distrax.Inverse(bijector))`, the law of x = f^-1(z) for z ~ N(0, I). Its `log_prob(x)` runs the flow forward
+once (distrax inverts the Inverse): log p(x) = log N(f(x); 0, I) + log|det df/dx|. DifferNet's loss is that
+NLL divided by D, without the constant 0.5 log(2 pi) per dimension: `nll_per_dim`.
 """
 
 from typing import Sequence
@@ -155,10 +160,28 @@ class Flow(nn.Module):
     # distrax.Chain applies its list last-to-first, hence the reversal.
     return distrax.Chain(self.blocks()[::-1])
 
-  def __call__(self, x):
+  def _check(self, x):
     if x.shape[-1] != self.dim:
       raise ValueError(f'expected last dim {self.dim}, got {x.shape}')
+
+  def __call__(self, x):
+    self._check(x)
     return self.bijector().forward_and_log_det(x)
+
+  def distribution(self) -> distrax.Transformed:
+    """The flow's density on x: a standard normal on z = f(x). distrax.Transformed(base, b) is the law of
+    b(z), so b is the flow's inverse; its log_prob(x) calls b.inverse_and_log_det(x), i.e. f's forward pass."""
+    base = distrax.Independent(distrax.Normal(jnp.zeros(self.dim), 1.0), reinterpreted_batch_ndims=1)
+    return distrax.Transformed(base, distrax.Inverse(self.bijector()))
+
+  def log_prob(self, x):
+    """log p(x) (B,) in nats, constants included; use `flow.apply(params, x, method=Flow.log_prob)`."""
+    self._check(x)
+    return self.distribution().log_prob(x)
+
+  def nll(self, x):
+    """DifferNet's per-row loss (B,): `nll_per_dim` of `log_prob`."""
+    return nll_per_dim(self.log_prob(x), self.dim)
 
   def inverse(self, z):
     return self.bijector().inverse(z)
@@ -170,8 +193,19 @@ def init_flow(key, dim, **kwargs):
   return flow, flow.init(key, jnp.zeros((1, dim), jnp.float32))
 
 
+# log N(z; 0, I) = -0.5 |z|^2 - D * HALF_LOG_2PI; DifferNet's loss leaves the constant out.
+HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
+
+
+def nll_per_dim(log_prob, dim):
+  """DifferNet's per-sample loss from the density: -log p(x) / D - 0.5 log(2 pi), i.e. the negative
+  log-likelihood per feature dimension without its constant (the same number as `nll_score`)."""
+  return -log_prob / dim - HALF_LOG_2PI
+
+
 def nll_score(z, logdet):
-  """Per-sample negative log-likelihood per dim (constant dropped), as in DifferNet."""
+  """The same per-sample NLL per dim written out from (z, logdet), as DifferNet's code does (kept as the
+  reference `nll_per_dim` is tested against)."""
   return (0.5 * jnp.sum(z ** 2, -1) - logdet) / z.shape[-1]
 
 
