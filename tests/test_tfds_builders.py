@@ -137,3 +137,92 @@ def test_hazelnut_toy(tmp_path):
   assert (len(train), len(test), test.n_good, test.n_defective) == (28, 23, 6, 17)
   want = readers.read_mvtec(DATA, "hazelnut_toy", 32)
   _assert_same(test, want.test)
+
+
+# readers.read through TFDS. Checked to fail on the old code: there read() decoded the files and never prepared
+# anything (test_read_prepares_once_then_reads_back fails on the missing prepared folder), and a prepared copy was
+# keyed by category and size only (test_changed_source_is_prepared_again reads the stale copy: 3 images, not 4).
+def _data(name, root, category="widget", tfds_dir=""):
+  import ml_collections
+  return ml_collections.ConfigDict(dict(name=name, root=root, category=category, tfds_dir=tfds_dir))
+
+
+def _prepared(data_dir, builder="mvtec_ad"):
+  folder = os.path.join(data_dir, builder)
+  return sorted(n for n in os.listdir(folder) if not n.startswith(".")) if os.path.isdir(folder) else []
+
+
+def _no_decoding(monkeypatch):
+  """Any image decode from now on fails the test: what follows must come from the prepared copy."""
+  def refuse(*args, **kwargs):
+    raise AssertionError("an image file was decoded")
+  monkeypatch.setattr(readers, "load_images", refuse)
+
+
+def test_read_prepares_once_then_reads_back(tmp_path, mvtec_root, monkeypatch):
+  data_dir = str(tmp_path / "tfds")
+  want = readers.read_mvtec(mvtec_root, "widget", SIZE)
+  first = readers.read(_data("mvtec", mvtec_root), SIZE, prepared_dir=data_dir)
+  (name,) = _prepared(data_dir)
+  assert name.startswith(f"widget_{SIZE}px_") and len(name) == len(f"widget_{SIZE}px_") + tb.DIGEST_CHARS
+  _no_decoding(monkeypatch)
+  second = readers.read(_data("mvtec", mvtec_root), SIZE, prepared_dir=data_dir)
+  for got in (first, second):
+    assert (got.name, got.category) == ("mvtec", "widget")
+    _assert_same(got.train, want.train)
+    _assert_same(got.test, want.test)
+  assert _prepared(data_dir) == [name] and "tensorflow" not in sys.modules
+
+
+def test_config_value_names_the_folder(tmp_path, mvtec_root):
+  own = str(tmp_path / "own")
+  readers.read(_data("mvtec", mvtec_root, tfds_dir=own), SIZE, prepared_dir=str(tmp_path / "default"))
+  assert _prepared(own) and not os.path.exists(tmp_path / "default")
+
+
+def test_changed_source_is_prepared_again(tmp_path, mvtec_root, monkeypatch):
+  data_dir = str(tmp_path / "tfds")
+  read = lambda: readers.read(_data("mvtec", mvtec_root), SIZE, prepared_dir=data_dir)
+  read()
+  good = os.path.join(mvtec_root, "widget", "train", "good")
+  rng = np.random.default_rng(5)
+  seen = set(_prepared(data_dir))
+  # Added, then modified in place (same name and size, new pixels, a later mtime), then removed.
+  changes = [lambda: _png(os.path.join(good, "003.png"), _rgb(rng)),
+             lambda: (_png(os.path.join(good, "000.png"), _rgb(rng)), os.utime(os.path.join(good, "000.png"),
+                                                                                ns=(1, 2_000_000_000_000_000_000))),
+             lambda: os.remove(os.path.join(good, "001.png"))]
+  for change, n_train in zip(changes, (4, 4, 3)):
+    change()
+    got = read()
+    _assert_same(got.train, readers.read_mvtec(mvtec_root, "widget", SIZE).train)
+    assert len(got.train) == n_train
+    (name,) = _prepared(data_dir)  # the stale copy was removed
+    assert name not in seen
+    seen.add(name)
+
+
+def test_ksdd2_through_read(tmp_path, ksdd2_root, monkeypatch):
+  data_dir = str(tmp_path / "tfds")
+  want = readers.read_ksdd2(ksdd2_root, SIZE)
+  readers.read(_data("ksdd2", ksdd2_root, "ksdd2"), SIZE, prepared_dir=data_dir)
+  _no_decoding(monkeypatch)
+  got = readers.read(_data("ksdd2", ksdd2_root, "ksdd2"), SIZE, prepared_dir=data_dir)
+  assert (got.name, got.category) == ("ksdd2", "ksdd2")
+  _assert_same(got.train, want.train)
+  _assert_same(got.test, want.test)
+  assert [n.startswith(f"default_{SIZE}px_") for n in _prepared(data_dir, "ksdd2")] == [True]
+
+
+def test_named_errors_through_tfds(tmp_path, mvtec_root):
+  data_dir = str(tmp_path / "tfds")
+  with pytest.raises(DataError, match="nowhere: folder not found"):
+    readers.read(_data("mvtec", str(tmp_path / "nowhere")), SIZE, prepared_dir=data_dir)
+  with pytest.raises(DataError, match=r"categories under .*\['widget'\]"):
+    readers.read(_data("mvtec", mvtec_root, "bottle"), SIZE, prepared_dir=data_dir)
+  broken = os.path.join(mvtec_root, "widget", "test", "good", "000.png")
+  with open(broken, "wb") as f:
+    f.write(b"not an image")
+  with pytest.raises(DataError, match="000.png"):
+    readers.read(_data("mvtec", mvtec_root), SIZE, prepared_dir=data_dir)
+  assert not _prepared(data_dir)  # nothing half-prepared is left to be reused

@@ -28,8 +28,11 @@ def _image_set(root: str, paths: list[str], labels: list[int], size: int,
   return ImageSet(images, np.asarray(labels, np.int32), ids, masks)
 
 
-def read_mvtec(root: str, category: str, size: int) -> Dataset:
-  """MVTec-AD layout: <root>/<category>/{train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}."""
+def mvtec_files(root: str, category: str) -> tuple[list[str], list[str], list[int], list[str | None]]:
+  """The files `read_mvtec` reads, in its order: (train paths, test paths, test labels, test mask paths).
+
+  Raises the reader's named DataErrors for a wrong layout, without opening any image.
+  """
   _require_dir(root, "the MVTec-AD root holding one folder per category (bottle, cable, ...)")
   base = os.path.join(root, category)
   if not os.path.isdir(base):
@@ -51,6 +54,12 @@ def read_mvtec(root: str, category: str, size: int) -> Dataset:
       mask_paths.append(None if defect == "good" else _mvtec_mask(base, defect, path))
   if not test_paths:
     raise DataError(f"{os.path.join(base, 'test')}: no test images found")
+  return train_paths, test_paths, test_labels, mask_paths
+
+
+def read_mvtec(root: str, category: str, size: int) -> Dataset:
+  """MVTec-AD layout: <root>/<category>/{train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}."""
+  train_paths, test_paths, test_labels, mask_paths = mvtec_files(root, category)
   train = _image_set(root, train_paths, [0] * len(train_paths), size)
   train = ImageSet(train.images, train.labels, train.ids, np.zeros(train.images.shape[:3], bool))
   test = _image_set(root, test_paths, test_labels, size, mask_paths)
@@ -66,10 +75,10 @@ def _mvtec_mask(base: str, defect: str, image_path: str) -> str | None:
   return None  # MVTec ships a mask for every defective image; a missing one reads as all-zero
 
 
-def read_ksdd2(root: str, size: int) -> Dataset:
-  """KSDD2 layout: <root>/{train,test}/<id>.png with <id>_GT.png; defective when the mask has a non-zero pixel."""
+def ksdd2_files(root: str) -> dict[str, tuple[list[str], list[str]]]:
+  """The files `read_ksdd2` reads: {split: (image paths, mask paths)}, with the reader's named DataErrors."""
   _require_dir(root, "the KSDD2 root holding train/ and test/")
-  parts = []
+  out = {}
   for split in ("train", "test"):
     folder = os.path.join(root, split)
     _require_dir(folder, f"{split}/ with <id>.png images and <id>_GT.png masks")
@@ -82,6 +91,14 @@ def read_ksdd2(root: str, size: int) -> Dataset:
       if not os.path.isfile(m):
         raise DataError(f"{m}: mask not found; KSDD2 ships a <id>_GT.png beside every <id>.png")
       mask_paths.append(m)
+    out[split] = (paths, mask_paths)
+  return out
+
+
+def read_ksdd2(root: str, size: int) -> Dataset:
+  """KSDD2 layout: <root>/{train,test}/<id>.png with <id>_GT.png; defective when the mask has a non-zero pixel."""
+  parts = []
+  for paths, mask_paths in ksdd2_files(root).values():
     images, masks = load_images(paths, size, mask_paths)
     labels = masks.reshape(len(paths), -1).any(axis=1).astype(np.int32)
     parts.append(ImageSet(images, labels, tuple(os.path.relpath(p, root) for p in paths), masks))
@@ -191,9 +208,19 @@ def read_folder(good_dir: str, defective_dir: str | None, size: int, test_fracti
   return Dataset("folder", os.path.basename(os.path.normpath(good_dir)), train, test)
 
 
-def read(data, size: int) -> Dataset:
-  """Reads the dataset a config's `data` section names, at `size` x `size` (the backbone's input size)."""
+def read(data, size: int, prepared_dir: str = "") -> Dataset:
+  """Reads the dataset a config's `data` section names, at `size` x `size` (the backbone's input size).
+
+  MVTec-AD and KSDD2 go through TFDS when a folder for prepared datasets is known (`data.tfds_dir`, else
+  `prepared_dir`): the first read prepares them there as array_record at `size` (decoding and resizing every
+  image once), later reads take the arrays back with `tfds.data_source` (`tfds_builders.read_prepared`). With
+  neither set, and for the other datasets, the files are decoded here. Both ways give the same arrays.
+  """
   name = data.name
+  tfds_dir = data.get("tfds_dir", "") or prepared_dir
+  if name in ("mvtec", "ksdd2") and tfds_dir:
+    from maml_iqr.data import tfds_builders  # imported here: tfds is slow to import and imports this module
+    return tfds_builders.read_prepared(name, data.root, data.category, size, os.path.expanduser(tfds_dir))
   if name == "mvtec":
     return read_mvtec(data.root, data.category, size)
   if name == "ksdd2":

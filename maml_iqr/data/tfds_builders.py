@@ -5,22 +5,32 @@ dataset holds exactly the arrays the readers return (resized to the config's `im
 `tfds.features.Tensor`s because `tfds.features.Image` needs TensorFlow to encode PNGs; the files are written as
 `array_record` so that `tfds.data_source` reads them back with random access, again without TensorFlow.
 
+`readers.read` uses them through `read_prepared` when a folder for prepared data is known: the first read
+prepares the dataset there, later reads only read it back. A prepared copy is keyed by what it was made from:
+its config name carries a digest of the source files' names, sizes and modification times (exactly the files
+the reader reads), so a source folder with a file added, removed, replaced or touched is prepared again (and the
+stale copy removed, saying so) instead of being read from the old copy.
+
 Typical use:
 
+  dataset = read_prepared("mvtec", "/data/mvtec_ad", "bottle", 224, "/data/tfds")
   train = load_split(MvtecAd, data_dir, manual_dir, "train", mvtec_config("bottle", image_size=128))
-  test = load_split(Ksdd2, data_dir, manual_dir, "test")
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import re
+import shutil
 import textwrap
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from maml_iqr.data.images import DataError, ImageSet
-from maml_iqr.data.readers import read_ksdd2, read_mvtec
+from maml_iqr.common import log
+from maml_iqr.data.images import DataError, Dataset, ImageSet
+from maml_iqr.data.readers import ksdd2_files, mvtec_files, read_ksdd2, read_mvtec
 
 DEFAULT_IMAGE_SIZE = 256  # stored size; the models resize again, so this only bounds the disk use
 MVTEC_CATEGORIES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
@@ -32,36 +42,52 @@ FILE_FORMAT = "array_record"  # the random-access format tfds.data_source reads 
 
 @dataclasses.dataclass(eq=False)
 class MvtecAdConfig(tfds.core.BuilderConfig):
-  """One MVTec-AD category at one stored image size."""
+  """One MVTec-AD category at one stored image size (made from the source files with `source_digest`)."""
   category: str = ""
   image_size: int = DEFAULT_IMAGE_SIZE
+  source_digest: str = ""
 
 
 @dataclasses.dataclass(eq=False)
 class Ksdd2Config(tfds.core.BuilderConfig):
-  """KSDD2 at one stored image size."""
+  """KSDD2 at one stored image size (made from the source files with `source_digest`)."""
   image_size: int = DEFAULT_IMAGE_SIZE
+  source_digest: str = ""
 
 
-def _config_name(base: str, image_size: int) -> str:
-  # The size is in the name so that two sizes never share (and overwrite) one prepared folder.
+DIGEST_CHARS = 12
+
+
+def _name_prefix(base: str, image_size: int) -> str:
+  return f"{base}_{image_size}px_"
+
+
+def _config_name(base: str, image_size: int, source_digest: str = "") -> str:
+  # The size is in the name so that two sizes never share (and overwrite) one prepared folder; the digest, so
+  # that a changed source folder never reuses a copy made from the old files.
+  if source_digest:
+    return _name_prefix(base, image_size) + source_digest
   return base if image_size == DEFAULT_IMAGE_SIZE else f"{base}_{image_size}px"
 
 
-def mvtec_config(category: str, image_size: int = DEFAULT_IMAGE_SIZE) -> MvtecAdConfig:
-  """A config for any category folder (the 15 official ones or your own in the same layout) and size."""
+def _check_size(image_size: int) -> None:
   if image_size < 1:
     raise DataError(f"image_size={image_size}: expected a positive number of pixels")
-  return MvtecAdConfig(name=_config_name(category, image_size), category=category, image_size=image_size,
+
+
+def mvtec_config(category: str, image_size: int = DEFAULT_IMAGE_SIZE, source_digest: str = "") -> MvtecAdConfig:
+  """A config for any category folder (the 15 official ones or your own in the same layout) and size."""
+  _check_size(image_size)
+  return MvtecAdConfig(name=_config_name(category, image_size, source_digest), category=category,
+                       image_size=image_size, source_digest=source_digest,
                        description=f"MVTec-AD {category}, images resized to {image_size}x{image_size}.")
 
 
-def ksdd2_config(image_size: int = DEFAULT_IMAGE_SIZE) -> Ksdd2Config:
+def ksdd2_config(image_size: int = DEFAULT_IMAGE_SIZE, source_digest: str = "") -> Ksdd2Config:
   """A KSDD2 config at `image_size` (the images are 230x630-ish; they are resized to a square like the reader)."""
-  if image_size < 1:
-    raise DataError(f"image_size={image_size}: expected a positive number of pixels")
-  return Ksdd2Config(name=_config_name("default", image_size), image_size=image_size,
-                     description=f"KSDD2, images resized to {image_size}x{image_size}.")
+  _check_size(image_size)
+  return Ksdd2Config(name=_config_name("default", image_size, source_digest), image_size=image_size,
+                     source_digest=source_digest, description=f"KSDD2, images resized to {image_size}x{image_size}.")
 
 
 def _features(size: int) -> tfds.features.FeaturesDict:
@@ -149,8 +175,9 @@ def load_split(builder_cls: type[_Builder], data_dir: str, manual_dir: str | Non
                config: tfds.core.BuilderConfig | str | None = None) -> ImageSet:
   """Prepares if needed, then reads `split` back with `tfds.data_source` (random access, no TensorFlow).
 
-  A prepared dataset is keyed by builder, config name (category and size) and version only: after changing the
-  files under `manual_dir`, delete `<data_dir>/<builder name>/<config name>` to rebuild it.
+  A prepared dataset is keyed by builder, config name and version only: a config made without a
+  `source_digest` is not rebuilt when the files under `manual_dir` change (`read_prepared` makes configs with
+  one, so that it is).
   """
   builder = prepare(builder_cls, data_dir, manual_dir, config)
   source = tfds.data_source(builder.name, split=split, data_dir=data_dir, download=False,
@@ -175,3 +202,63 @@ def source_to_image_set(source) -> ImageSet:
                   np.asarray([int(r["label"]) for r in records], np.int32),  # a scalar Tensor reads as a Python int
                   tuple(ids[i] for i in order),
                   np.stack([np.asarray(r["mask"], bool) for r in records]))
+
+
+def source_digest(root: str, paths: list[str]) -> str:
+  """Digest of the files a reader reads: each one's path relative to `root`, size and modification time (of the
+  file a symlink points to). Any file added, removed, replaced or touched changes it; reading no pixel, it costs
+  one stat per file."""
+  h = hashlib.sha256()
+  for path in sorted(paths):
+    st = os.stat(path)
+    h.update(f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+  return h.hexdigest()[:DIGEST_CHARS]
+
+
+def _source(name: str, root: str, category: str):
+  """(builder class, name base, the files the reader reads) for `name`; the reader's DataErrors on a bad layout."""
+  if name == "mvtec":
+    train, test, _, masks = mvtec_files(root, category)
+    return MvtecAd, category, train + test + [m for m in masks if m]
+  if name == "ksdd2":
+    return Ksdd2, "default", [p for paths, masks in ksdd2_files(root).values() for p in paths + masks]
+  raise DataError(f"data.name={name!r}: TFDS builders exist for mvtec and ksdd2 only")
+
+
+def _remove_stale(data_dir: str, builder_name: str, prefix: str, keep: str, root: str) -> None:
+  """Removes copies of the same dataset and size prepared from an earlier state of the source files."""
+  folder = os.path.join(data_dir, builder_name)
+  if not os.path.isdir(folder):
+    return
+  pattern = re.compile(re.escape(prefix) + f"[0-9a-f]{{{DIGEST_CHARS}}}")
+  for name in sorted(os.listdir(folder)):
+    if name != keep and pattern.fullmatch(name):
+      stale = os.path.join(folder, name)
+      log(f"WARNING: {stale}: prepared from files under {root} that have changed since (added, removed or "
+          "modified); removing it and preparing the dataset again")
+      shutil.rmtree(stale)
+
+
+def read_prepared(name: str, root: str, category: str, size: int, data_dir: str) -> Dataset:
+  """`readers.read` for mvtec / ksdd2 through TFDS: prepares `<data_dir>/<builder>/<config>` from `root` on the
+  first call (array_record at `size`), then reads it back with `tfds.data_source`. Same arrays and ids as the
+  reader; the same DataErrors for a wrong layout or a broken file (with the download instructions added)."""
+  builder_cls, base, files = _source(name, root, category)
+  digest = source_digest(root, files)
+  config = (mvtec_config(category, size, digest) if name == "mvtec" else ksdd2_config(size, digest))
+  _remove_stale(data_dir, builder_cls.name, _name_prefix(base, size), config.name, root)
+  prepared = os.path.join(data_dir, builder_cls.name, config.name)
+  preparing = not os.path.isfile(os.path.join(prepared, str(builder_cls.VERSION), "dataset_info.json"))
+  if preparing:
+    log(f"preparing {builder_cls.name}/{config.name} from {root} at {size}x{size} into {data_dir} (once; later "
+        "runs read it back)")
+  try:
+    train, test = (load_split(builder_cls, data_dir, root, split, config) for split in ("train", "test"))
+  except DataError:
+    if preparing:  # tfds removes its unfinished version folder; remove the empty config folder around it
+      shutil.rmtree(prepared, ignore_errors=True)
+    raise
+  if preparing and source_digest(root, _source(name, root, category)[2]) != digest:  # changed meanwhile
+    shutil.rmtree(prepared, ignore_errors=True)
+    raise DataError(f"{root}: files changed while the dataset was being prepared into {prepared}; run again")
+  return Dataset(name, category if name == "mvtec" else "ksdd2", train, test)
