@@ -71,3 +71,34 @@ def f1_max(labels, scores) -> float:
   tp, fp = _pr_counts(labels, scores)
   fn = labels.sum() - tp
   return float(np.max(2 * tp / (2 * tp + fp + fn)))
+
+
+def f1_max_threshold(labels, scores) -> tuple[float, float]:
+  """(threshold, F1) of the best F1 when flagging score > threshold.
+
+  The threshold lies halfway between the lowest flagged score and the next lower one, so that a new image
+  scoring like a flagged one is flagged too, with a margin on both sides; when the best F1 flags every image,
+  it lies just below the lowest score.
+  """
+  labels, scores = _check(labels, scores)
+  tp, fp = _pr_counts(labels, scores)
+  fn = labels.sum() - tp
+  f1 = 2 * tp / (2 * tp + fp + fn)
+  best = int(np.argmax(f1))
+  distinct = np.unique(scores)[::-1]  # high to low, one per run of _pr_counts
+  lowest_flagged = distinct[best]
+  if best + 1 < len(distinct):
+    threshold = (lowest_flagged + distinct[best + 1]) / 2.0
+  else:
+    threshold = np.nextafter(np.float32(lowest_flagged), np.float32(-np.inf))
+  return float(threshold), float(f1[best])
+
+
+def pixel_auroc(masks, maps) -> float:
+  """AUROC of anomaly-map values as pixel scores against defect masks (N, H, W), every pixel of every image
+  pooled, as MVTec-AD's pixel AUROC. Needs defect and defect-free pixels."""
+  masks = np.asarray(masks)
+  maps = np.asarray(maps)
+  if masks.shape != maps.shape or masks.ndim != 3:
+    raise ValueError(f"masks and maps must both be (N, H, W) of one shape, got {masks.shape} and {maps.shape}")
+  return auroc(masks.reshape(-1).astype(np.int32), maps.reshape(-1))

@@ -138,6 +138,22 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   t = time.time()
   test_scores = detector.score(flow, params, feats["test"], config.score.kind)
   timings["test_s"] = round(time.time() - t, 2)
+  # The final detector as a folder `launch.predict` loads, with its operating threshold (saved_model), and the
+  # pixel AUROC of its anomaly maps on test images that have masks (at most anomaly_maps.PIXEL_AUROC_MAX_IMAGES).
+  from maml_iqr import anomaly_maps, saved_model  # noqa: PLC0415
+  t = time.time()
+  model_dir = os.path.join(workdir, "model")
+  threshold = saved_model.operating_threshold(
+      split.val.labels, detector.score(flow, params, feats["val"], config.score.kind),
+      detector.score(flow, params, feats["train_eval"][kept], config.score.kind))
+  saved_model.save(model_dir, config, backbone, params, threshold,
+                   {"dataset": dataset.name, "category": dataset.category, "method": config.method,
+                    "seed": config.seed, "n_train": int(kept.sum())})
+  timings["model_s"] = round(time.time() - t, 2)
+  t = time.time()
+  pixel_auroc = None if split.test.masks is None else anomaly_maps.pixel_auroc_of(
+      saved_model.load(model_dir), split.test.images, split.test.masks)
+  timings["pixel_auroc_s"] = round(time.time() - t, 2)
   timings["total_s"] = round(time.time() - start, 2)
   labels = split.test.labels
   results.update({
@@ -158,6 +174,8 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
       "final_train_loss": float(np.mean(losses[-max(1, len(losses) // 10):])) if len(losses) else None,
       "final_epochs_to_converge": epochs_to_converge(losses, epochs),
       "test_scores": [round(float(s), 6) for s in test_scores], "test_labels": labels.tolist(),
+      "model": {"path": "model", "threshold": threshold},
+      "pixel_auroc": pixel_auroc,
   })
   write_json(os.path.join(workdir, "results.json"), results)
   report.write(workdir, results)

@@ -1,0 +1,85 @@
+"""launch.predict on the model a run saved: it reproduces the run's own test scores exactly, writes scores.csv
+with decisions at the saved threshold, anomaly-map images with --maps, and says what is wrong with bad input.
+
+Checked against broken code: with predict scoring at the wrong views (fixed_view_params without the stored
+n_views, e.g. 1 view) or with a flow batch of 1 row (score_rows returning batch_images, then predict with
+--batch_images=1), the exact-reproduction test fails; with decisions at score >= 0 the decision test fails.
+"""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import folder as folder_config
+from launch import predict
+from maml_iqr import run, saved_model
+from maml_iqr.data import readers
+from maml_iqr.data.contamination import contaminate
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def trained(folders, tmp_path_factory):
+  """A tiny differnet run on the synthetic folders: (workdir, results, test image paths, test labels)."""
+  c = folder_config.get_config("quick")
+  c.data.root, c.data.defective_root = str(folders / "good"), str(folders / "bad")
+  c.method = "differnet"
+  c.score.n_views = 3  # odd on purpose: a view count the defaults never use
+  workdir = str(tmp_path_factory.mktemp("run"))
+  results = run.train_and_evaluate(c, workdir)
+  dataset = readers.read(c.data, 224)
+  split = contaminate(dataset, c.noise.ratio, c.noise.mode, c.noise.overlap, c.seed, c.noise.on_shortage,
+                      c.noise.val_fraction)
+  root = os.path.commonpath([c.data.root, c.data.defective_root])
+  return workdir, results, [os.path.join(root, i) for i in split.test.ids], split.test.labels
+
+
+@pytest.mark.parametrize("batch_images", [3, 1])
+def test_predict_reproduces_the_runs_test_scores_exactly(trained, tmp_path, batch_images):
+  workdir, results, paths, _ = trained
+  out = predict.predict(os.path.join(workdir, "model"), paths, str(tmp_path), batch_images=batch_images,
+                        log=lambda _: None)
+  # results.json rounds to 6 decimals; the unrounded scores are equal bit for bit, so the rounding agrees too
+  assert [round(float(s), 6) for s in out["scores"]] == results["test_scores"]
+  assert len(results["test_scores"]) >= 10
+
+
+def test_scores_csv_has_decisions_at_the_saved_threshold(trained, tmp_path):
+  workdir, results, paths, labels = trained
+  model = os.path.join(workdir, "model")
+  threshold = saved_model.read_spec(model)["threshold"]
+  assert threshold == results["model"]["threshold"]
+  predict.predict(model, paths, str(tmp_path), log=lambda _: None)
+  with open(tmp_path / "scores.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["path"] for r in rows] == paths
+  scores = np.array([float(r["score"]) for r in rows])
+  decisions = np.array([int(r["decision"]) for r in rows])
+  np.testing.assert_array_equal(decisions, (scores > threshold["value"]).astype(int))
+  assert 0 < decisions.sum() < len(decisions)  # the threshold separates something: the check above is not vacuous
+  assert [round(float(np.float32(s)), 6) for s in scores] == results["test_scores"]  # 9 digits keep float32
+
+
+def test_folder_input_and_maps(trained, tmp_path, folders):
+  workdir = trained[0]
+  out = predict.predict(os.path.join(workdir, "model"), [str(folders / "bad"), str(folders / "good" / "00.png")],
+                        str(tmp_path), with_maps=True, batch_images=8, log=lambda _: None)
+  assert len(out["paths"]) == 11 and out["paths"][-1].endswith(os.path.join("good", "00.png"))
+  names = sorted(os.listdir(tmp_path / "maps"))
+  assert len(names) == 11 and names[0] == "00000_00.png" and names[-1] == "00010_00.png"
+  assert out["timing"]["images_per_s"] > 0
+
+
+def test_command_line_reports_a_missing_model_and_missing_images(tmp_path, trained):
+  cmd = [sys.executable, "-m", "launch.predict", f"--out={tmp_path / 'o'}"]
+  bad_model = subprocess.run(cmd + [f"--model={tmp_path / 'nowhere'}", f"--images={tmp_path}"], cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+  assert bad_model.returncode != 0 and "model folder not found" in bad_model.stderr
+  bad_images = subprocess.run(cmd + [f"--model={os.path.join(trained[0], 'model')}",
+                                     f"--images={tmp_path / 'missing.png'}"],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert bad_images.returncode != 0 and "missing.png: no such file or folder" in bad_images.stderr
