@@ -80,7 +80,7 @@ def test_mvtec_round_trip(tmp_path, mvtec_root):
   _assert_same(train, want.train)
   _assert_same(test, want.test)
   assert test.masks[test.labels == 1].reshape(2, -1).any(axis=1).all()
-  files = os.listdir(os.path.join(data_dir, "mvtec_ad", f"widget_{SIZE}px", "1.0.0"))
+  files = os.listdir(os.path.join(data_dir, "mvtec_ad", f"widget_{SIZE}px", str(tb.MvtecAd.VERSION)))
   assert any(".array_record" in f for f in files), files
   # Random access straight from tfds, as a training loop would use it.
   source = tfds.data_source("mvtec_ad", split="test", data_dir=data_dir, download=False,

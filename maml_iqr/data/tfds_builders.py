@@ -92,9 +92,11 @@ def ksdd2_config(image_size: int = DEFAULT_IMAGE_SIZE, source_digest: str = "") 
 
 def _features(size: int) -> tfds.features.FeaturesDict:
   # Tensor, not Image/Text: those encode with TensorFlow. dtype np.str_ stores the id as bytes, read back as bytes.
+  # Pixels as raw bytes and masks as zlib'd bytes: with the default encoding every pixel is an int64 in the
+  # Example proto, and parsing those made the read back slower than decoding the JPEGs again (BENCHMARKS.md).
   return tfds.features.FeaturesDict({
-      "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
-      "mask": tfds.features.Tensor(shape=(size, size), dtype=np.bool_),
+      "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES),
+      "mask": tfds.features.Tensor(shape=(size, size), dtype=np.bool_, encoding=tfds.features.Encoding.ZLIB),
       "label": tfds.features.Tensor(shape=(), dtype=np.int32),
       "id": tfds.features.Tensor(shape=(), dtype=np.str_),
   })
@@ -113,8 +115,9 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Shared generation: read both splits once with a reader, then write them as they are."""
 
   _HOMEPAGE = ""
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Images, masks, labels and ids as the maml_iqr readers return them."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Images, masks, labels and ids as the maml_iqr readers return them.",
+                   "1.1.0": "Images stored as raw bytes, masks as zlib'd bytes (not one int64 per pixel)."}
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(features=_features(self.builder_config.image_size),
