@@ -18,6 +18,7 @@ Typical use:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -182,9 +183,15 @@ def load_split(builder_cls: type[_Builder], data_dir: str, manual_dir: str | Non
   `source_digest` is not rebuilt when the files under `manual_dir` change (`read_prepared` makes configs with
   one, so that it is).
   """
-  builder = prepare(builder_cls, data_dir, manual_dir, config)
-  source = tfds.data_source(builder.name, split=split, data_dir=data_dir, download=False,
-                            builder_kwargs={"config": builder.builder_config, "file_format": FILE_FORMAT})
+  prepare(builder_cls, data_dir, manual_dir, config)
+  return read_split(builder_cls, data_dir, split, config)
+
+
+def read_split(builder_cls: type[_Builder], data_dir: str, split: str,
+               config: tfds.core.BuilderConfig | str | None = None) -> ImageSet:
+  """Reads a prepared `split` back with `tfds.data_source` (random access, no TensorFlow)."""
+  source = tfds.data_source(builder_cls.name, split=split, data_dir=data_dir, download=False,
+                            builder_kwargs={"config": config, "file_format": FILE_FORMAT})
   return source_to_image_set(source)
 
 
@@ -249,19 +256,37 @@ def read_prepared(name: str, root: str, category: str, size: int, data_dir: str)
   builder_cls, base, files = _source(name, root, category)
   digest = source_digest(root, files)
   config = (mvtec_config(category, size, digest) if name == "mvtec" else ksdd2_config(size, digest))
-  _remove_stale(data_dir, builder_cls.name, _name_prefix(base, size), config.name, root)
   prepared = os.path.join(data_dir, builder_cls.name, config.name)
-  preparing = not os.path.isfile(os.path.join(prepared, str(builder_cls.VERSION), "dataset_info.json"))
-  if preparing:
-    log(f"preparing {builder_cls.name}/{config.name} from {root} at {size}x{size} into {data_dir} (once; later "
-        "runs read it back)")
-  try:
-    train, test = (load_split(builder_cls, data_dir, root, split, config) for split in ("train", "test"))
-  except DataError:
-    if preparing:  # tfds removes its unfinished version folder; remove the empty config folder around it
-      shutil.rmtree(prepared, ignore_errors=True)
-    raise
-  if preparing and source_digest(root, _source(name, root, category)[2]) != digest:  # changed meanwhile
-    shutil.rmtree(prepared, ignore_errors=True)
-    raise DataError(f"{root}: files changed while the dataset was being prepared into {prepared}; run again")
+  # One preparer at a time (sweep workers share the folder): the others wait here, then find it prepared.
+  with _exclusive(os.path.join(data_dir, builder_cls.name, f".{config.name}.lock")):
+    _remove_stale(data_dir, builder_cls.name, _name_prefix(base, size), config.name, root)
+    if not os.path.isfile(os.path.join(prepared, str(builder_cls.VERSION), "dataset_info.json")):
+      log(f"preparing {builder_cls.name}/{config.name} from {root} at {size}x{size} into {data_dir} (once; "
+          "later runs read it back)")
+      try:
+        prepare(builder_cls, data_dir, root, config)
+      except DataError:  # tfds removes its unfinished version folder; remove the empty config folder around it
+        shutil.rmtree(prepared, ignore_errors=True)
+        raise
+      if source_digest(root, _source(name, root, category)[2]) != digest:  # changed while it was prepared
+        shutil.rmtree(prepared, ignore_errors=True)
+        raise DataError(f"{root}: files changed while the dataset was being prepared into {prepared}; run again")
+  train, test = (read_split(builder_cls, data_dir, split, config) for split in ("train", "test"))
   return Dataset(name, category if name == "mvtec" else "ksdd2", train, test)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: str):
+  """An exclusive lock on `lock_path` among the processes of this host (fcntl; no lock where it is missing)."""
+  os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+  try:
+    import fcntl  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    yield
+    return
+  with open(lock_path, "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
