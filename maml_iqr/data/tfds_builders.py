@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -257,22 +258,42 @@ def read_prepared(name: str, root: str, category: str, size: int, data_dir: str)
   digest = source_digest(root, files)
   config = (mvtec_config(category, size, digest) if name == "mvtec" else ksdd2_config(size, digest))
   prepared = os.path.join(data_dir, builder_cls.name, config.name)
-  # One preparer at a time (sweep workers share the folder): the others wait here, then find it prepared.
-  with _exclusive(os.path.join(data_dir, builder_cls.name, f".{config.name}.lock")):
-    _remove_stale(data_dir, builder_cls.name, _name_prefix(base, size), config.name, root)
-    if not os.path.isfile(os.path.join(prepared, str(builder_cls.VERSION), "dataset_info.json")):
-      log(f"preparing {builder_cls.name}/{config.name} from {root} at {size}x{size} into {data_dir} (once; "
-          "later runs read it back)")
-      try:
-        prepare(builder_cls, data_dir, root, config)
-      except DataError:  # tfds removes its unfinished version folder; remove the empty config folder around it
-        shutil.rmtree(prepared, ignore_errors=True)
-        raise
-      if source_digest(root, _source(name, root, category)[2]) != digest:  # changed while it was prepared
-        shutil.rmtree(prepared, ignore_errors=True)
-        raise DataError(f"{root}: files changed while the dataset was being prepared into {prepared}; run again")
-  train, test = (read_split(builder_cls, data_dir, split, config) for split in ("train", "test"))
+  with _no_custom_config_warning():
+    # One preparer at a time (sweep workers share the folder): the others wait here, then find it prepared.
+    with _exclusive(os.path.join(data_dir, builder_cls.name, f".{config.name}.lock")):
+      _remove_stale(data_dir, builder_cls.name, _name_prefix(base, size), config.name, root)
+      if not os.path.isfile(os.path.join(prepared, str(builder_cls.VERSION), "dataset_info.json")):
+        log(f"preparing {builder_cls.name}/{config.name} from {root} at {size}x{size} into {data_dir} (once; "
+            "later runs read it back)")
+        try:
+          prepare(builder_cls, data_dir, root, config)
+        except DataError:  # tfds removes its unfinished version folder; remove the empty config folder too
+          shutil.rmtree(prepared, ignore_errors=True)
+          raise
+        if source_digest(root, _source(name, root, category)[2]) != digest:  # changed while it was prepared
+          shutil.rmtree(prepared, ignore_errors=True)
+          raise DataError(f"{root}: files changed while the dataset was being prepared into {prepared}; run "
+                          "again")
+    train, test = (read_split(builder_cls, data_dir, split, config) for split in ("train", "test"))
   return Dataset(name, category if name == "mvtec" else "ksdd2", train, test)
+
+
+class _DropCustomConfigWarning(logging.Filter):
+  """tfds warns "Using custom data configuration" on every builder made from a config outside BUILDER_CONFIGS:
+  four WARNING lines per read for what is the normal case here (a config per digest and size)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Using custom data configuration")
+
+
+@contextlib.contextmanager
+def _no_custom_config_warning():
+  logger, drop = logging.getLogger("absl"), _DropCustomConfigWarning()
+  logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    logger.removeFilter(drop)
 
 
 @contextlib.contextmanager
