@@ -7,6 +7,7 @@ of the meta-gradient with the plain query gradient) and the validation AUROC of 
 Validation only: the held-out fold's injected images are counted for the record (`fold_auroc`), never used to
 choose. Each setting meta-trains from the same fresh init on the same tasks (same seed).
 """
+import itertools
 import json
 import time
 
@@ -28,6 +29,7 @@ flags.DEFINE_string("cache_dir", "results/cache", "Feature cache folder.")
 flags.DEFINE_list("inner_lrs", ["1e-4", "1e-3", "1e-2", "3e-2", "1e-1", "3e-1"], "Inner SGD learning rates.")
 flags.DEFINE_list("inner_steps", ["5"], "Inner steps.")
 flags.DEFINE_list("objectives", ["maml"], "Meta-objectives.")
+flags.DEFINE_list("inner_updates", ["sgd"], "Inner update rules (sgd, normalized).")
 flags.DEFINE_bool("second_order", False, "Also run second-order MAML at each setting.")
 flags.DEFINE_float("noise", 0.2, "Noise ratio of the training set.")
 flags.DEFINE_integer("meta_epochs", 4, "Meta-epochs from a fresh init.")
@@ -53,30 +55,29 @@ def main(argv):
   fit_on, held_out = fold_of != 0, fold_of == 0
   rows = []
   orders = [True, False] if FLAGS.second_order else [True]
-  for objective in FLAGS.objectives:
-    for steps in map(int, FLAGS.inner_steps):
-      for lr in map(float, FLAGS.inner_lrs):
-        for first_order in orders:
-          cc = c.copy_and_resolve_references()
-          cc.maml.objective, cc.maml.inner_lr, cc.maml.inner_steps, cc.maml.first_order = objective, lr, steps, \
-              first_order
-          ctx = cleaning.Context(cc, flow, feats, run.training_data(cc, feats))
-          t = time.time()
-          try:
-            fit = cleaning.fit_meta(ctx, fit_on, None, (0, 0))
-            val = cleaning.mean_score(ctx, fit.scorers, feats["val"])
-            fold = cleaning.mean_score(ctx, fit.scorers, feats["train_eval"][held_out])
-            meta = cleaning.mean_score(ctx, [fit.carry], feats["val"])
-            row = dict(fit.info, val_auroc=metrics.auroc(split.val.labels, val),
-                       val_auroc_unadapted=metrics.auroc(split.val.labels, meta),
-                       fold_auroc=metrics.auroc(injected[held_out].astype(int), fold) if injected[held_out].any()
-                       else None)
-          except FloatingPointError as e:
-            row = {"error": str(e)}
-          row.update(objective=objective, inner_lr=lr, inner_steps=steps, first_order=first_order,
-                     seconds=round(time.time() - t, 1))
-          rows.append(row)
-          print(json.dumps(row), flush=True)
+  grid = itertools.product(FLAGS.objectives, FLAGS.inner_updates, map(int, FLAGS.inner_steps),
+                           map(float, FLAGS.inner_lrs), orders)
+  for objective, update, steps, lr, first_order in grid:
+    cc = c.copy_and_resolve_references()
+    cc.maml.objective, cc.maml.inner_update, cc.maml.inner_lr = objective, update, lr
+    cc.maml.inner_steps, cc.maml.first_order = steps, first_order
+    ctx = cleaning.Context(cc, flow, feats, run.training_data(cc, feats))
+    t = time.time()
+    try:
+      fit = cleaning.fit_meta(ctx, fit_on, None, (0, 0))
+      val = cleaning.mean_score(ctx, fit.scorers, feats["val"])
+      fold = cleaning.mean_score(ctx, fit.scorers, feats["train_eval"][held_out])
+      meta = cleaning.mean_score(ctx, [fit.carry], feats["val"])
+      row = dict(fit.info, val_auroc=metrics.auroc(split.val.labels, val),
+                 val_auroc_unadapted=metrics.auroc(split.val.labels, meta),
+                 fold_auroc=metrics.auroc(injected[held_out].astype(int), fold) if injected[held_out].any()
+                 else None)
+    except FloatingPointError as e:
+      row = {"error": str(e)}
+    row.update(objective=objective, inner_update=update, inner_lr=lr, inner_steps=steps, first_order=first_order,
+               seconds=round(time.time() - t, 1))
+    rows.append(row)
+    print(json.dumps(row), flush=True)
   write_json(FLAGS.out, {"dataset": dataset.name, "category": dataset.category, "noise": c.noise.ratio,
                          "meta_epochs": c.maml.meta_epochs, "flow_hidden": c.flow.hidden,
                          "n_fit": int(fit_on.sum()), "rows": rows})

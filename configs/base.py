@@ -70,6 +70,7 @@ def base() -> ml_collections.ConfigDict:
   c.maml.objective = "maml"      # maml | reptile | none (equal-budget control) | any registered objective
   c.maml.inner_lr = 1e-4
   c.maml.inner_steps = 5
+  c.maml.inner_update = "sgd"    # sgd: lr x gradient | normalized: steps of length inner_lr (L2) along the gradient
   c.maml.first_order = True
   c.maml.meta_lr = 2e-4
   c.maml.tasks_per_batch = 4

@@ -90,7 +90,8 @@ def maml_config(config) -> maml.MamlConfig:
   m = config.maml
   return maml.MamlConfig(inner_lr=m.inner_lr, inner_steps=m.inner_steps, first_order=m.first_order,
                          meta_lr=m.meta_lr, tasks_per_step=m.tasks_per_batch, task_size=m.task_size,
-                         query_fraction=m.query_fraction, objective=m.objective)
+                         query_fraction=m.query_fraction, objective=m.objective,
+                         normalized=m.inner_update == "normalized")
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,8 +109,10 @@ def _diagnostics(flow, cfg: maml.MamlConfig):
 
 @functools.lru_cache(maxsize=None)
 def _adapt(flow, cfg: maml.MamlConfig):
-  """The inner loop as the meta-objective trains it: `inner_steps` SGD steps at `inner_lr` on a support set."""
-  return jax.jit(lambda p, support: maml.adapt(_task_loss(flow), p, support, cfg.inner_lr, cfg.inner_steps, True))
+  """The inner loop as the meta-objective trains it: `inner_steps` steps of `maml.inner_update` at `inner_lr` on
+  a support set."""
+  return jax.jit(lambda p, support: maml.adapt(_task_loss(flow), p, support, cfg.inner_lr, cfg.inner_steps, True,
+                                               cfg.normalized))
 
 
 def task_rows(ctx: Context, rng: np.random.Generator, image_idx: np.ndarray) -> jax.Array:
@@ -279,8 +282,8 @@ def refine(ctx: Context, checkpoint_dir: str, n_train: int, val_labels: np.ndarr
                           fold_of if r.folds > 1 else None, min_fit_images(c))
       h = state.history[-1]
       h["seconds"] = round(time.time() - t0, 2)
-      if info:
-        h["fit"] = info
+      if info:  # refinement[i].meta: the inner loop's diagnostics (maml_iqr); .fit: the plain fits' loss
+        h["meta" if c.method == "maml_iqr" else "fit"] = info
       log(f"refine iteration {h['iteration']}: threshold {h['threshold']:.4f}, removed {h['n_removed']} "
           f"({h['removed_injected']} injected, {h['removed_good']} good), kept {h['n_kept']}, "
           f"val AUROC {h['val_auroc']:.4f}{', stop: ' + state.stop_reason if state.done else ''}")

@@ -138,6 +138,8 @@ def validate(c) -> None:
   _check(c.maml.objective in maml.OBJECTIVES, "maml.objective", c.maml.objective,
          f"a registered meta-objective: one of {sorted(maml.OBJECTIVES)}")
   _check(c.train.init in ("fresh", "meta"), "train.init", c.train.init, "fresh or meta")
+  _check(c.maml.inner_update in ("sgd", "normalized"), "maml.inner_update", c.maml.inner_update,
+         "sgd or normalized")
   _check(c.train.n_views <= c.train.n_cached_views, "train.n_views", c.train.n_views,
          f"at most train.n_cached_views ({c.train.n_cached_views})")
   for flag in ("flow.clamp", "train.lr", "train.eps", "maml.inner_lr", "maml.meta_lr", "refine.k"):

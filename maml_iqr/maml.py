@@ -48,20 +48,25 @@ class MamlConfig:
   task_size: int = 5
   query_fraction: float = 0.3
   objective: str = 'maml'
+  normalized: bool = False
 
 
 def adapt(loss_fn: LossFn, params: Params, support: Batch, inner_lr: float, inner_steps: int,
-          first_order: bool = True) -> Params:
-  """Inner loop: `inner_steps` SGD steps on the support set.
+          first_order: bool = True, normalized: bool = False) -> Params:
+  """Inner loop: `inner_steps` gradient steps on the support set.
 
-  With `first_order` the inner gradient is a constant for the outer derivative (FOMAML): the outer gradient
-  is then the query gradient at the adapted parameters, and no second derivatives are formed.
+  Plain SGD moves by `inner_lr` times the gradient, whose size changes by orders of magnitude as a flow trains
+  (a fixed lr that does measurable work early diverges late). With `normalized` every step moves the
+  parameters by exactly `inner_lr` in L2 norm, along the gradient. With `first_order` the inner gradient is a
+  constant for the outer derivative (FOMAML): the outer gradient is then the query gradient at the adapted
+  parameters, and no second derivatives are formed.
   """
   def sgd_step(p, _):
     g = jax.grad(loss_fn)(p, support)
     if first_order:
       g = jax.lax.stop_gradient(g)
-    return jax.tree.map(lambda w, gw: w - inner_lr * gw, p, g), None
+    scale = inner_lr / (optax.tree.norm(g) + 1e-12) if normalized else inner_lr
+    return jax.tree.map(lambda w, gw: w - scale * gw, p, g), None
 
   params, _ = jax.lax.scan(sgd_step, params, None, length=inner_steps)
   return params
@@ -94,7 +99,8 @@ def _union(task: Task) -> Batch:
 def maml_objective(loss_fn: LossFn, params: Params, task: Task, cfg) -> jax.Array:
   """MAML: query loss of the parameters adapted on the support set (first or second order by
   `cfg.first_order`)."""
-  adapted = adapt(loss_fn, params, task['support'], cfg.inner_lr, cfg.inner_steps, cfg.first_order)
+  adapted = adapt(loss_fn, params, task['support'], cfg.inner_lr, cfg.inner_steps, cfg.first_order,
+                  cfg.normalized)
   return loss_fn(adapted, task['query'])
 
 
@@ -102,7 +108,8 @@ def maml_objective(loss_fn: LossFn, params: Params, task: Task, cfg) -> jax.Arra
 def reptile_objective(loss_fn: LossFn, params: Params, task: Task, cfg) -> jax.Array:
   """Reptile (the first-order update of CoMet): adapt on the whole task; the gradient of
   0.5 ||params - stop_gradient(adapted)||^2 is params - adapted, Reptile's direction."""
-  adapted = jax.lax.stop_gradient(adapt(loss_fn, params, _union(task), cfg.inner_lr, cfg.inner_steps, True))
+  adapted = jax.lax.stop_gradient(adapt(loss_fn, params, _union(task), cfg.inner_lr, cfg.inner_steps, True,
+                                        cfg.normalized))
   return 0.5 * sum(jnp.sum((p - a) ** 2) for p, a in zip(jax.tree.leaves(params), jax.tree.leaves(adapted)))
 
 
@@ -132,7 +139,7 @@ def diagnostics(loss_fn: LossFn, params: Params, tasks: Task, cfg,
   params. A cosine near 1 with drops near 0 means meta-training is ordinary training on the query rows.
   """
   def drops(task):
-    adapted = adapt(loss_fn, params, task['support'], cfg.inner_lr, cfg.inner_steps, True)
+    adapted = adapt(loss_fn, params, task['support'], cfg.inner_lr, cfg.inner_steps, True, cfg.normalized)
     return (loss_fn(params, task['support']) - loss_fn(adapted, task['support']),
             loss_fn(params, task['query']) - loss_fn(adapted, task['query']))
   support_drop, query_drop = jax.vmap(drops)(tasks)

@@ -76,7 +76,8 @@ def write(workdir: str, results: dict) -> None:
            f"{c['n_injected']} | {_fmt(c['realised'], 3)} | {r['n_removed']} | {r['removed_injected']} | "
            f"{r['removed_good']} | {_fmt(r['recall'], 3)} | {_fmt(r['good_lost'], 3)} |", ""]
   if results.get("refinement"):
-    lines += [f"## Refinement (stopped: {results['stop_reason']})", "",
+    lines += [f"## Refinement (stopped: {results['stop_reason']}; the final set is the one whose flows validated "
+              f"best, iteration {results.get('best_iteration')})", "",
               "| iteration | threshold | kept before | removed | removed injected | removed good | injected left | "
               "val AUROC | seconds |", "|---|---|---|---|---|---|---|---|---|"]
     for h in results["refinement"]:
@@ -84,6 +85,14 @@ def write(workdir: str, results: dict) -> None:
                    f"{h['removed_injected']} | {h['removed_good']} | {h['injected_left']} | {_fmt(h['val_auroc'])} | "
                    f"{_fmt(h.get('seconds'), 1)} |")
     lines.append("")
+    fits = [(h["iteration"], h["meta"]) for h in results["refinement"] if "support_drop" in h.get("meta", {})]
+    if fits:
+      lines += ["### Does the inner loop adapt? (last meta-epoch, mean over folds, in the loss's units)", "",
+                "| iteration | support-loss drop | query-loss drop | cosine(meta-gradient, query gradient) | "
+                "meta-loss first epoch | last epoch |", "|---|---|---|---|---|---|"]
+      lines += [f"| {i} | {_fmt(f['support_drop'], 5)} | {_fmt(f['query_drop'], 5)} | {_fmt(f['grad_cosine'], 4)} | "
+                f"{_fmt(f.get('meta_loss_first_epoch'))} | {_fmt(f.get('meta_loss_last_epoch'))} |" for i, f in fits]
+      lines.append("")
   lines += ["## Timings (s)", "", " | ".join(f"{k} {v}" for k, v in results["timings"].items()), ""]
   for name in plots(workdir, results):
     lines += [f"![{name}]({name})", ""]

@@ -283,3 +283,14 @@ def test_four_devices_match_one_device():
     assert moved > 1e-3, name  # the step did something
     assert diff < 1e-5, (name, diff)
     assert loss_diff < 1e-5, (name, loss_diff)
+
+
+def test_normalized_inner_step_moves_exactly_inner_lr():
+  """Each normalised step has L2 length inner_lr, whatever the gradient's size (here x1e4 apart)."""
+  theta = jnp.array([1.0, -2.0])
+  for scale in (1.0, 1e4):
+    task = jax.tree.map(lambda x: x * scale, quadratic_task(6))
+    one = maml.adapt(quadratic_loss, theta, task['support'], 0.05, 1, normalized=True)
+    np.testing.assert_allclose(jnp.linalg.norm(one - theta), 0.05, rtol=1e-5)
+    three = maml.adapt(quadratic_loss, theta, task['support'], 0.05, 3, normalized=True)
+    assert float(jnp.linalg.norm(three - theta)) > 0.1  # three steps of 0.05 along a consistent direction
