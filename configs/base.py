@@ -76,6 +76,7 @@ def base() -> ml_collections.ConfigDict:
   c.maml.tasks_per_batch = 4
   c.maml.task_size = 5           # images per task; query_fraction of them are the query set
   c.maml.query_fraction = 0.3
+  c.maml.pretrain_epochs = 0     # plain training epochs on the fit set before meta-training (0: none)
   c.maml.meta_epochs = 40        # passes over the kept images per refinement iteration and fold
   c.maml.score_tasks = 4         # support sets the meta-parameters are adapted to (by the inner loop) to score
 
@@ -106,6 +107,7 @@ def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.maml.meta_epochs = 2
   c.maml.inner_steps = 2
   c.maml.score_tasks = 2
+  c.maml.pretrain_epochs = 1
   c.refine.max_iterations = 2
   c.refine.score_epochs = 1
   return c

@@ -14,6 +14,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from maml_iqr.common import log
+
 
 _EMPTY = {"empty": np.zeros((1,), np.float32)}
 
@@ -42,9 +44,9 @@ class Checkpointer:
         return step, (out["params"] if params_like else {}), out["meta"]
       except Exception as e:  # noqa: BLE001 - any failure means this step cannot be trusted
         moved = self._move_aside(step)
-        print(f"WARNING: checkpoint step {step} in {self._manager.directory} is unreadable "
+        log(f"WARNING: checkpoint step {step} in {self._manager.directory} is unreadable "
               f"({type(e).__name__}: {str(e)[:200]}); falling back to the previous one"
-              f"{f' (the bad step is now {moved})' if moved else ''}", flush=True)
+              f"{f' (the bad step is now {moved})' if moved else ''}")
     return None
 
   def _move_aside(self, step: int) -> str | None:

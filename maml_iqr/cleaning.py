@@ -34,7 +34,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from maml_iqr import detector, maml
+from maml_iqr import detector, maml, metric_writer
 from maml_iqr.checkpoint import Checkpointer
 from maml_iqr.common import log, stage_rng
 from maml_iqr.refine import RefineState, refine_step
@@ -43,12 +43,17 @@ from maml_iqr.refine import RefineState, refine_step
 @dataclasses.dataclass(frozen=True)
 class Context:
   """What every fit reads: the run's config, the flow module, the features
-  ({'train' (N, K, D) cached training views, 'train_eval' (N, V, D), 'val' (M, V, D)}), and `train_data` (the
-  keyword arguments `detector.train` reads its rows with)."""
+  ({'train' (N, K, D) cached training views, 'train_eval' (N, V, D), 'val' (M, V, D)}), `train_data` (the
+  keyword arguments `detector.train` reads its rows with), and the TensorBoard writer of the run's curves."""
   config: Any
   flow: Any
   feats: dict
   train_data: dict
+  writer: Any = metric_writer.NullWriter()
+
+
+def _tag(kind: str, stage: tuple) -> str:
+  return f"{kind}/{'/'.join(map(str, stage))}"
 
 
 @dataclasses.dataclass
@@ -60,14 +65,22 @@ class Fit:
 
 # ---------------------------------------------------------------------------------------------- plain training
 
+def placed(params):
+  """A copy of `params` replicated over the task mesh, where the meta-step returns them: every jitted step sees
+  one input type whatever made the params (an init, a meta-step, a training run), so none is compiled twice."""
+  return jax.device_put(jax.tree.map(jnp.copy, params), NamedSharding(maml.task_mesh(), PartitionSpec()))
+
+
 def train_flow(ctx: Context, mask: np.ndarray, epochs: int, stage: tuple, params=None):
   """DifferNet training for `epochs` epochs on the images in `mask`; `params=None` starts from a fresh init.
   Returns params and the per-step losses."""
   c = ctx.config
-  params = detector.init_params(ctx.flow, c.seed) if params is None else jax.tree.map(jnp.copy, params)
+  params = placed(detector.init_params(ctx.flow, c.seed) if params is None else params)
   params, _, losses = detector.train(ctx.flow, params, detector.make_optimizer(c.train), kept=np.flatnonzero(mask),
                                      epochs=epochs, rng=stage_rng(c.seed, *stage), t=c.train,
                                      label="/".join(map(str, stage)), **ctx.train_data)
+  for epoch, loss in enumerate(np.asarray(losses).reshape(epochs, -1).mean(1)):
+    ctx.writer.scalar(_tag("detector_loss", stage), loss, epoch)
   return params, losses
 
 
@@ -135,7 +148,9 @@ def meta_steps(config, n_images: int) -> tuple[int, int]:
 
 
 def meta_train(ctx: Context, mask: np.ndarray, params, stage: tuple):
-  """`maml.meta_epochs` of meta-training on tasks of the images in `mask`, from `params` (None: a fresh init).
+  """`maml.meta_epochs` of meta-training on tasks of the images in `mask`, from `params` (None: a fresh init),
+  after `maml.pretrain_epochs` epochs of the detector's plain training on the same images (a flow worth
+  adapting, at a fraction of a meta-step's cost per image; 0: none).
 
   Returns the meta-parameters, the meta-losses, and the inner loop's diagnostics (`maml.diagnostics`) averaged
   over `DIAGNOSTIC_STEPS` steps spread over the last meta-epoch, measured at the parameters each of those steps
@@ -144,9 +159,9 @@ def meta_train(ctx: Context, mask: np.ndarray, params, stage: tuple):
   c = ctx.config
   m = c.maml
   cfg = maml_config(c)
-  params = detector.init_params(ctx.flow, c.seed) if params is None else jax.tree.map(jnp.copy, params)
-  # placed as the meta-step returns them, so the jitted diagnostics and adaptation see one input type
-  params = jax.device_put(params, NamedSharding(maml.task_mesh(), PartitionSpec()))
+  if m.pretrain_epochs:
+    params, _ = train_flow(ctx, mask, m.pretrain_epochs, (8, *stage), params)
+  params = placed(detector.init_params(ctx.flow, c.seed) if params is None else params)
   optimizer, step = _meta_step(ctx.flow, cfg, tuple(sorted(dict(c.train.to_dict(), lr=m.meta_lr).items())))
   diagnose = _diagnostics(ctx.flow, cfg)
   opt_state = optimizer.init(params)
@@ -166,12 +181,15 @@ def meta_train(ctx: Context, mask: np.ndarray, params, stage: tuple):
     rows = task_rows(ctx, rng, np.concatenate([s_idx, q_idx], 1))  # (tasks, task_size, n_views, D)
     tasks = {"support": rows[:, :s_idx.shape[1]], "query": rows[:, s_idx.shape[1]:]}
     if i in diagnose_at:
-      diags.append(diagnose(params, tasks))
+      diags.append({k: float(v) for k, v in diagnose(params, tasks).items()})
+      ctx.writer.scalars(i, {_tag(f"maml_{k}", stage): v for k, v in diags[-1].items()})
     params, opt_state, out = step(params, opt_state, tasks)
     losses.append(float(out["loss"]))
     if not np.isfinite(losses[-1]):
       raise FloatingPointError(f"meta-training {stage}: the meta-loss became non-finite at step {i}; lower "
                                "--config.maml.meta_lr or --config.maml.inner_lr")
+  for epoch, loss in enumerate(np.asarray(losses).reshape(m.meta_epochs, -1).mean(1)):
+    ctx.writer.scalar(_tag("maml_meta_loss", stage), loss, epoch)
   summary = {k: float(np.mean([d[k] for d in diags])) for k in diags[0]} if diags else {}
   return params, losses, summary
 
@@ -284,6 +302,9 @@ def refine(ctx: Context, checkpoint_dir: str, n_train: int, val_labels: np.ndarr
       h["seconds"] = round(time.time() - t0, 2)
       if info:  # refinement[i].meta: the inner loop's diagnostics (maml_iqr); .fit: the plain fits' loss
         h["meta" if c.method == "maml_iqr" else "fit"] = info
+      ctx.writer.scalars(h["iteration"], {f"refine/{k}": h[k] for k in (
+          "threshold", "n_removed", "n_kept", "removed_injected", "removed_good", "val_auroc")})
+      ctx.writer.flush()
       log(f"refine iteration {h['iteration']}: threshold {h['threshold']:.4f}, removed {h['n_removed']} "
           f"({h['removed_injected']} injected, {h['removed_good']} good), kept {h['n_kept']}, "
           f"val AUROC {h['val_auroc']:.4f}{', stop: ' + state.stop_reason if state.done else ''}")

@@ -138,6 +138,8 @@ def validate(c) -> None:
   _check(c.maml.objective in maml.OBJECTIVES, "maml.objective", c.maml.objective,
          f"a registered meta-objective: one of {sorted(maml.OBJECTIVES)}")
   _check(c.train.init in ("fresh", "meta"), "train.init", c.train.init, "fresh or meta")
+  _check(_is_int(c.maml.pretrain_epochs) and c.maml.pretrain_epochs >= 0, "maml.pretrain_epochs",
+         c.maml.pretrain_epochs, "an integer >= 0")
   _check(c.maml.inner_update in ("sgd", "normalized"), "maml.inner_update", c.maml.inner_update,
          "sgd or normalized")
   _check(c.train.n_views <= c.train.n_cached_views, "train.n_views", c.train.n_views,

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maml_iqr import cleaning, config_check, detector, feature_cache, metrics, report
+from maml_iqr import cleaning, config_check, detector, feature_cache, metric_writer, metrics, report, versions
 from maml_iqr.common import log
 from maml_iqr.data import readers
 from maml_iqr.data.contamination import contaminate
@@ -90,7 +90,11 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   backbone = backbones.get_backbone(config.backbone.name, config.backbone.weights_path or None,
                                     tuple(config.backbone.stages) if config.backbone.name != "alexnet" else None)
   bparams = backbone.load()
-  dataset = readers.read(config.data, backbone.input_size)
+  if not config.cache_dir:
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.cache_dir = os.path.join(workdir, "cache")
+  dataset = readers.read(config.data, backbone.input_size, prepared_dir=os.path.join(config.cache_dir, "tfds"))
   split = contaminate(dataset, config.noise.ratio, config.noise.mode, config.noise.overlap, config.seed,
                       config.noise.on_shortage, config.noise.val_fraction)
   warnings = config_check.check_feasible(config, split)
@@ -105,21 +109,19 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
       "backbone": backbone.name, "noise": {"ratio": config.noise.ratio, "mode": config.noise.mode,
                                            "overlap": config.noise.overlap},
       "contamination": split.summary(), "injected_ids": list(split.injected_ids), "status": "data",
-      "warnings": warnings, "config": config.to_dict(), "timings": timings,
+      "warnings": warnings, "config": config.to_dict(), "versions": versions.versions(), "timings": timings,
   }
   workdir_lib.bind(workdir, config)
   workdir_lib.write_results(workdir, results)
 
   t = time.time()
-  if not config.cache_dir:
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
-      config.cache_dir = os.path.join(workdir, "cache")
   feats = split_features(config, backbone, bparams, dataset, split)
   timings["features_s"] = round(time.time() - t, 2)
   flow = detector.make_flow(config, backbone.feature_dim)
   feats = dict(feats, train=jnp.asarray(feats["train"]))
-  ctx = cleaning.Context(config, flow, feats, training_data(config, feats, backbone, bparams, split.train.images))
+  writer = metric_writer.open_writer(workdir)
+  ctx = cleaning.Context(config, flow, feats, training_data(config, feats, backbone, bparams, split.train.images),
+                         writer)
 
   t = time.time()
   injected = injected_mask(split)
@@ -145,7 +147,7 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   model_dir = os.path.join(workdir, "model")
   threshold = saved_model.operating_threshold(
       split.val.labels, detector.score(flow, params, feats["val"], config.score.kind),
-      detector.score(flow, params, feats["train_eval"][kept], config.score.kind))
+      lambda: detector.score(flow, params, feats["train_eval"][kept], config.score.kind))
   saved_model.save(model_dir, config, backbone, params, threshold,
                    {"dataset": dataset.name, "category": dataset.category, "method": config.method,
                     "seed": config.seed, "n_train": int(kept.sum())})
@@ -179,6 +181,7 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   })
   write_json(os.path.join(workdir, "results.json"), results)
   report.write(workdir, results)
+  writer.close()
   return results
 
 

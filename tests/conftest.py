@@ -3,6 +3,10 @@ import os
 
 import pytest
 
+from maml_iqr import xla_flags
+
+xla_flags.tune_cpu()  # the tests run on the XLA flags the entry points use (before JAX starts a backend)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("MAML_IQR_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
 DATA = os.path.join(SHARED, "data")
