@@ -104,11 +104,15 @@ def validate(c) -> None:
     for flag in ("data.elpv_one_third", "data.elpv_two_thirds"):
       value = c.data[flag.split(".")[1]]
       _check(value in ("drop", "good", "defective"), flag, value, "drop, good or defective")
-  _check(0 < c.data.test_fraction < 1, "data.test_fraction", c.data.test_fraction, "a value in (0, 1)")
+  if c.data.name == "folder":  # 0: no test split, the whole folder is cleaned (clean mode)
+    _check(0 <= c.data.test_fraction < 1, "data.test_fraction", c.data.test_fraction, "a value in [0, 1)")
+  else:
+    _check(0 < c.data.test_fraction < 1, "data.test_fraction", c.data.test_fraction, "a value in (0, 1)")
   _check(0 <= c.noise.ratio <= 1, "noise.ratio", c.noise.ratio, "a value in [0, 1]")
   _check(c.noise.mode in ("defect_share", "train_share"), "noise.mode", c.noise.mode, "defect_share or train_share")
   _check(c.noise.on_shortage in ("fail", "cap"), "noise.on_shortage", c.noise.on_shortage, "fail or cap")
-  _check(0 <= c.noise.val_fraction < 1, "noise.val_fraction", c.noise.val_fraction, "a value in [0, 1)")
+  _check(0 <= c.noise.val_fraction <= 1, "noise.val_fraction", c.noise.val_fraction,
+         "a value in [0, 1] (1: the whole held-out set validates, no test set)")
   _check(c.backbone.name in BACKBONES, "backbone.name", c.backbone.name, f"one of {BACKBONES}")
   if c.backbone.name == "efficientnet_lite0" and "stages" in c.backbone:
     from maml_iqr.models import efficientnet_lite  # noqa: PLC0415 - jax-heavy, needed only here
@@ -200,9 +204,10 @@ def fewest_kept(c, n_train: int) -> int:
 
 
 def _test_set_problem(c, split) -> str | None:
-  """Why the test set cannot give an AUROC (it needs good and defective images), or None."""
+  """Why the test set cannot give an AUROC (it needs good and defective images), or None. An empty test set is
+  no problem: clean mode (a user's folder cleaned whole, `data.test_fraction=0`) reports no test AUROC."""
   test, moved = split.test, split.n_injected
-  if test.n_defective and test.n_good:
+  if (test.n_defective and test.n_good) or not len(test):
     return None
   if not test.n_defective:
     if moved and not c.noise.overlap:

@@ -131,3 +131,18 @@ def refine_step(state: RefineState, train_scores: np.ndarray, val_labels: np.nda
   elif state.iteration + 1 >= r.max_iterations:
     reason = "max_iterations"
   return RefineState(kept, state.iteration + 1, state.history + [entry], best_iteration, best, reason)
+
+
+def ranking(history: list, final_kept: np.ndarray, last_kept: np.ndarray) -> dict[str, np.ndarray]:
+  """Every training image's cleaning score from the last iteration that scored it (the one that removed it, or
+  the last one), whether the final set leaves it out, and the iteration whose removal did (-1 for kept images:
+  removals undone because later flows validated worse are not removals). `last_kept`: the set after the last
+  iteration's removal."""
+  score = np.full(len(final_kept), np.nan)
+  removed_at = np.full(len(final_kept), -1)
+  afters = [h["kept_before"] for h in history[1:]] + [last_kept]
+  for h, after in zip(history, afters):
+    before, after = np.asarray(h["kept_before"], bool), np.asarray(after, bool)
+    score[before] = h["scores"]
+    removed_at[before & ~after & ~final_kept] = h["iteration"]
+  return {"score": score, "removed": ~final_kept, "removed_at": removed_at}

@@ -25,15 +25,16 @@ def plots(workdir: str, results: dict) -> list[str]:
   import matplotlib.pyplot as plt
   made = []
   labels, scores = np.asarray(results["test_labels"]), np.asarray(results["test_scores"])
-  fig, ax = plt.subplots(figsize=(6, 3.5))
-  bins = np.histogram_bin_edges(scores, 40)
-  ax.hist(scores[labels == 0], bins, alpha=0.6, label="good")
-  ax.hist(scores[labels == 1], bins, alpha=0.6, label="defective")
-  ax.set(xlabel="anomaly score", ylabel="test images", title=f"test scores, AUROC {results['auroc']:.4f}")
-  ax.legend()
-  _save(fig, os.path.join(workdir, "test_scores.png"))
-  plt.close(fig)
-  made.append("test_scores.png")
+  if results["auroc"] is not None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.histogram_bin_edges(scores, 40)
+    ax.hist(scores[labels == 0], bins, alpha=0.6, label="good")
+    ax.hist(scores[labels == 1], bins, alpha=0.6, label="defective")
+    ax.set(xlabel="anomaly score", ylabel="test images", title=f"test scores, AUROC {results['auroc']:.4f}")
+    ax.legend()
+    _save(fig, os.path.join(workdir, "test_scores.png"))
+    plt.close(fig)
+    made.append("test_scores.png")
   history = results.get("refinement") or []
   if history:
     fig, axes = plt.subplots(1, len(history), figsize=(4 * len(history), 3.2), squeeze=False)
@@ -93,6 +94,14 @@ def write(workdir: str, results: dict) -> None:
       lines += [f"| {i} | {_fmt(f['support_drop'], 5)} | {_fmt(f['query_drop'], 5)} | {_fmt(f['grad_cosine'], 4)} | "
                 f"{_fmt(f.get('meta_loss_first_epoch'))} | {_fmt(f.get('meta_loss_last_epoch'))} |" for i, f in fits]
       lines.append("")
+  if results.get("auroc") is None:
+    lines += ["No test set (clean mode): every image was cleaned and the detector trained on what was kept. "
+              "`suspicious.csv` ranks every training image by its cleaning score; `review*.png` shows the removed and "
+              "the borderline images with the detector's anomaly maps.", ""]
+  lines += [f"Stopping rule: {results.get('stop_rule') or '-'}. Saved detector: `model/` (threshold "
+            f"{_fmt(results.get('model', {}).get('threshold', {}).get('value'))}, "
+            f"{results.get('model', {}).get('threshold', {}).get('rule', '-')}); pixel AUROC "
+            f"{_fmt((results.get('pixel_auroc') or {}).get('value'))}.", ""]
   lines += ["## Timings (s)", "", " | ".join(f"{k} {v}" for k, v in results["timings"].items()), ""]
   for name in plots(workdir, results):
     lines += [f"![{name}]({name})", ""]

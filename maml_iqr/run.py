@@ -14,11 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maml_iqr import cleaning, config_check, detector, feature_cache, metric_writer, metrics, report, versions
+from maml_iqr import (anomaly_maps, cleaning, config_check, detector, feature_cache, metric_writer, metrics, refine,
+                      report, review, saved_model, versions)
 from maml_iqr.common import log
 from maml_iqr.data import readers
 from maml_iqr.data.contamination import contaminate
-from maml_iqr.io import write_json
+from maml_iqr.io import write_atomic, write_json
 from maml_iqr.models import backbones
 
 
@@ -73,6 +74,41 @@ def epochs_to_converge(losses: np.ndarray, n_epochs: int, tolerance: float = 0.0
   per_epoch = np.asarray(losses[:len(losses) // n_epochs * n_epochs]).reshape(n_epochs, -1).mean(1)
   drop = per_epoch[0] - per_epoch[-1]
   return int(np.argmax(per_epoch - per_epoch[-1] <= tolerance * abs(drop))) + 1
+
+
+REVIEW_BORDERLINE = 12  # kept images with the highest cleaning scores shown beside the removed ones
+REVIEW_MAX_REMOVED = 36  # removed images shown at most (highest scores first); all are in suspicious.csv
+
+
+def stop_rule(config, split) -> str:
+  """The stopping rule in force, in words, for results.json."""
+  r = config.refine
+  cap = f"or after {1 if config.method == 'one_shot' else r.max_iterations} iteration(s)"
+  if split.val.n_good and split.val.n_defective:
+    return (f"validation AUROC: stop {r.patience} iteration(s) after the best, keep the set whose flows validated "
+            f"best; or when nothing is removed; {cap}")
+  return f"no labelled validation: until the IQR rule removes nothing, {cap}"
+
+
+def write_review(workdir: str, split, state, kept: np.ndarray, det) -> None:
+  """suspicious.csv (every training image ranked by its cleaning score) and review.png (the removed and the
+  borderline images, largest score first, with the final detector's anomaly maps): what an inspector reads."""
+  r = refine.ranking(state.history, kept, state.kept)
+  order = np.argsort(-np.nan_to_num(r["score"], nan=-np.inf), kind="stable")
+  lines = ["rank,id,score,removed,iteration_removed"]
+  lines += [f"{k + 1},{split.train.ids[i]},{r['score'][i]:.6f},{int(r['removed'][i])},"
+            f"{r['removed_at'][i] if r['removed'][i] else ''}" for k, i in enumerate(order)]
+  write_atomic(os.path.join(workdir, "suspicious.csv"), "\n".join(lines) + "\n")
+  removed = [i for i in order if r["removed"][i]][:REVIEW_MAX_REMOVED]
+  borderline = [i for i in order if not r["removed"][i]][:REVIEW_BORDERLINE]
+  show = np.asarray(removed + borderline, np.int64)
+  if not len(show):
+    return
+  titles = [f"{split.train.ids[i]}\n{'removed (it. %d)' % r['removed_at'][i] if r['removed'][i] else 'kept'}"
+            for i in show]
+  review.write(os.path.join(workdir, "review.png"), split.train.images[show], r["score"][show],
+               anomaly_maps.maps(det, split.train.images[show]), titles,
+               heading=f"{len(removed)} removed and {len(borderline)} borderline kept images, by cleaning score")
 
 
 def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
@@ -138,30 +174,35 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   epochs = config.train.meta_epochs * config.train.sub_epochs
   timings["final_train_s"] = round(time.time() - t, 2)
   t = time.time()
+  has_test = len(split.test) > 0  # no test set: clean mode (a user's folder, cleaned whole)
   test_scores = detector.score(flow, params, feats["test"], config.score.kind)
   timings["test_s"] = round(time.time() - t, 2)
   # The final detector as a folder `launch.predict` loads, with its operating threshold (saved_model), and the
   # pixel AUROC of its anomaly maps on test images that have masks (at most anomaly_maps.PIXEL_AUROC_MAX_IMAGES).
-  from maml_iqr import anomaly_maps, saved_model  # noqa: PLC0415
   t = time.time()
   model_dir = os.path.join(workdir, "model")
   threshold = saved_model.operating_threshold(
       split.val.labels, detector.score(flow, params, feats["val"], config.score.kind),
-      lambda: detector.score(flow, params, feats["train_eval"][kept], config.score.kind))
+      detector.score(flow, params, feats["train_eval"][kept], config.score.kind))
   saved_model.save(model_dir, config, backbone, params, threshold,
                    {"dataset": dataset.name, "category": dataset.category, "method": config.method,
                     "seed": config.seed, "n_train": int(kept.sum())})
   timings["model_s"] = round(time.time() - t, 2)
   t = time.time()
-  pixel_auroc = None if split.test.masks is None else anomaly_maps.pixel_auroc_of(
+  pixel_auroc = None if split.test.masks is None or not has_test else anomaly_maps.pixel_auroc_of(
       saved_model.load(model_dir), split.test.images, split.test.masks)
   timings["pixel_auroc_s"] = round(time.time() - t, 2)
+  if state is not None:
+    t = time.time()
+    write_review(workdir, split, state, kept, saved_model.load(model_dir))
+    timings["review_s"] = round(time.time() - t, 2)
   timings["total_s"] = round(time.time() - start, 2)
   labels = split.test.labels
   results.update({
       "status": "done",
-      "auroc": metrics.auroc(labels, test_scores), "aupr": metrics.aupr(labels, test_scores),
-      "f1_max": metrics.f1_max(labels, test_scores),
+      "auroc": metrics.auroc(labels, test_scores) if has_test else None,
+      "aupr": metrics.aupr(labels, test_scores) if has_test else None,
+      "f1_max": metrics.f1_max(labels, test_scores) if has_test else None,
       "n_final_train": int(kept.sum()),
       "removal": {"n_removed": int((~kept).sum()), "removed_injected": int((injected & ~kept).sum()),
                   "removed_good": int((~injected & ~kept).sum()),
@@ -169,6 +210,7 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
                   "precision": float((injected & ~kept).sum() / max((~kept).sum(), 1)) if (~kept).any() else None,
                   "good_lost": float((~injected & ~kept).sum() / max((~injected).sum(), 1))},
       "stop_reason": state.stop_reason if state else "",
+      "stop_rule": stop_rule(config, split) if state else None,
       "best_iteration": state.best_iteration if state else None,
       "refinement": [{k: v for k, v in h.items() if k not in ("kept_before",)} for h in state.history]
                     if state else [],

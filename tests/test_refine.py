@@ -99,3 +99,22 @@ def test_removals_never_leave_a_fold_fit_set_below_the_minimum():
   assert list(removed) == [6, 7, 8, 9]
   _, removed = select_removals(scores, kept, 0.1, 12, 1.0, 1.0, 1, threshold=1.0, fold_of=fold_of, min_fit=4)
   assert list(removed) == [8, 9]  # fold 1 keeps 4 images: the two highest scores go
+
+
+def test_ranking_reports_last_scores_and_undone_removals():
+  """Iteration 0 removes i9; iteration 1's flows (fitted without i9) validate best and remove i8; iteration 2's
+  validate worse: the final set is iteration 1's starting set, so i9 stays removed (at iteration 0) and i8's
+  removal is undone. Each image carries its last score."""
+  from maml_iqr.refine import ranking
+  ids, labels = tuple(f"i{j}" for j in range(10)), np.array([0, 0, 1, 1])
+  injected = np.zeros(10, bool)
+  state = RefineState(np.ones(10, bool))
+  for scores, val in ((np.r_[np.linspace(0, 1, 9), 50.0], [0.1, 0.3, 0.2, 0.4]),
+                      (np.r_[np.linspace(0, 1, 8), 40.0, 0.0], [0.1, 0.2, 0.3, 0.4]),
+                      (np.r_[np.linspace(0, 1, 7), 30.0, 0.0, 0.0], [0.4, 0.3, 0.2, 0.1])):
+    state = refine_step(state, scores, labels, np.array(val), injected, ids, _cfg())
+  assert state.stop_reason == "stalled" and state.best_iteration == 1
+  r = ranking(state.history, state.final_kept(), state.kept)
+  assert list(np.flatnonzero(r["removed"])) == [9] and r["removed_at"][9] == 0
+  assert (r["removed_at"][:9] == -1).all()
+  assert r["score"][9] == 50.0 and r["score"][8] == 40.0 and r["score"][7] == 30.0 and r["score"][0] == 0.0

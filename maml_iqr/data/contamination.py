@@ -57,6 +57,8 @@ def _stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Genera
   pick = np.zeros(len(labels), bool)
   if fraction <= 0:
     return pick
+  if fraction >= 1:
+    return np.ones(len(labels), bool)
   for cls in (0, 1):
     idx = np.flatnonzero(labels == cls)
     n = min(len(idx) - 1, max(1, int(round(fraction * len(idx))))) if len(idx) > 1 else 0
@@ -73,8 +75,8 @@ def contaminate(dataset: Dataset, ratio: float, mode: str = "defect_share", over
     raise DataError(f"noise.mode={mode!r}: expected one of {MODES}")
   if on_shortage not in SHORTAGE:
     raise DataError(f"noise.on_shortage={on_shortage!r}: expected one of {SHORTAGE}")
-  if not 0.0 <= val_fraction < 1.0:
-    raise DataError(f"noise.val_fraction={val_fraction}: expected a value in [0, 1)")
+  if not 0.0 <= val_fraction <= 1.0:
+    raise DataError(f"noise.val_fraction={val_fraction}: expected a value in [0, 1]")
   rng = np.random.default_rng(seed)
 
   good_train = dataset.train.take(np.flatnonzero(dataset.train.labels == 0))
