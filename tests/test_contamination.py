@@ -68,7 +68,13 @@ def test_train_defects_are_dropped():
 @pytest.mark.parametrize("kwargs, flag", [({"ratio": 1.5}, "noise.ratio"), ({"ratio": -0.1}, "noise.ratio"),
                                           ({"ratio": 0.1, "mode": "half"}, "noise.mode"),
                                           ({"ratio": 0.1, "on_shortage": "x"}, "noise.on_shortage"),
-                                          ({"ratio": 0.1, "val_fraction": 1.0}, "noise.val_fraction")])
+                                          ({"ratio": 0.1, "val_fraction": 1.5}, "noise.val_fraction")])
 def test_out_of_range_values_name_the_flag(kwargs, flag):
   with pytest.raises(DataError, match=flag):
     contaminate(_dataset(5, 5, 5), **kwargs)
+
+
+def test_val_fraction_one_makes_the_whole_held_out_set_validation():
+  ds = _dataset(10, 6, 4)
+  split = contaminate(ds, 0.0, val_fraction=1.0)
+  assert len(split.test) == 0 and len(split.val) == len(ds.test)

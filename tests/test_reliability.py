@@ -77,7 +77,7 @@ BAD_VALUES = [
     ("data.test_fraction", 1.0, "(0, 1)"), ("data.split_seed", -3, "integer >= 0"),
     ("noise.ratio", -0.1, "[0, 1]"), ("noise.ratio", 1.5, "[0, 1]"), ("noise.ratio", float("nan"), "finite"),
     ("noise.mode", "random", "defect_share or train_share"), ("noise.on_shortage", "ignore", "fail or cap"),
-    ("noise.val_fraction", 1.0, "[0, 1)"), ("noise.overlap", "yes", "True or False"),
+    ("noise.val_fraction", 1.5, "[0, 1]"), ("noise.overlap", "yes", "True or False"),
     ("backbone.name", "resnet", "one of"), ("backbone.stages", ("stride8", "stride64"), "non-empty tuple of"),
     ("backbone.stages", (), "non-empty tuple of"), ("flow.n_blocks", 0, "positive integer"),
     ("flow.hidden", -64, "positive integer"), ("flow.clamp", 0.0, "positive"), ("flow.zero_init", 1, "True or False"),
@@ -251,7 +251,8 @@ def test_train_names_the_first_step_whose_loss_is_not_finite(monkeypatch):
     detector.make_train_step.cache_clear()
 
 
-def test_nan_in_final_training_fails_cleanly_and_keeps_checkpoints(folders, reference, tmp_path, monkeypatch):
+def test_nan_in_final_training_fails_cleanly_and_keeps_checkpoints(folders, reference, tmp_path, monkeypatch,
+                                                                   capsys):
   real_train = detector.train
 
   def poisoned(flow, params, optimizer, data, *a, **kw):
@@ -261,8 +262,10 @@ def test_nan_in_final_training_fails_cleanly_and_keeps_checkpoints(folders, refe
 
   monkeypatch.setattr(detector, "train", poisoned)
   c = _config(folders, cache_dir=str(reference[2] / "cache"))  # the shared features: no extraction
-  with pytest.raises(SystemExit, match=r"error: flow training 5: the loss became non-finite"):
+  with pytest.raises(SystemExit) as e:
     run.main(c, str(tmp_path))
+  assert e.value.code == 2  # one line on stderr, exit code 2 (issue 15)
+  assert "error: flow training 5: the loss became non-finite" in capsys.readouterr().err
   failed = json.loads((tmp_path / "results.json").read_text())
   assert failed["status"] == "failed" and "non-finite" in failed["error"]  # not mistaken for a killed run
   flow = detector.make_flow(c, backbones.get_backbone("efficientnet_lite0").feature_dim)
