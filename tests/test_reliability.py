@@ -73,8 +73,8 @@ def reference(folders, tmp_path_factory):
 BAD_VALUES = [
     ("seed", -1, "integer >= 0"), ("seed", 1.5, "integer >= 0"), ("method", "nonsense", "one of"),
     ("data.name", "imagenet", "one of"), ("data.root", "", "required"), ("data.root", "/nonexistent/x", "existing"),
-    ("data.defective_root", "/nonexistent/y", "existing folder"), ("data.test_fraction", 0.0, "(0, 1)"),
-    ("data.test_fraction", 1.0, "(0, 1)"), ("data.split_seed", -3, "integer >= 0"),
+    ("data.defective_root", "/nonexistent/y", "existing folder"), ("data.test_fraction", -0.1, "[0, 1)"),
+    ("data.test_fraction", 1.0, "[0, 1)"), ("data.split_seed", -3, "integer >= 0"),
     ("noise.ratio", -0.1, "[0, 1]"), ("noise.ratio", 1.5, "[0, 1]"), ("noise.ratio", float("nan"), "finite"),
     ("noise.mode", "random", "defect_share or train_share"), ("noise.on_shortage", "ignore", "fail or cap"),
     ("noise.val_fraction", 1.5, "[0, 1]"), ("noise.overlap", "yes", "True or False"),
