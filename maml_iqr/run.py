@@ -183,7 +183,7 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   model_dir = os.path.join(workdir, "model")
   threshold = saved_model.operating_threshold(
       split.val.labels, detector.score(flow, params, feats["val"], config.score.kind),
-      detector.score(flow, params, feats["train_eval"][kept], config.score.kind))
+      lambda: detector.score(flow, params, feats["train_eval"][kept], config.score.kind))  # only when needed
   saved_model.save(model_dir, config, backbone, params, threshold,
                    {"dataset": dataset.name, "category": dataset.category, "method": config.method,
                     "seed": config.seed, "n_train": int(kept.sum())})

@@ -82,7 +82,7 @@ class Detector:
 def operating_threshold(val_labels, val_scores, kept_train_scores) -> dict:
   """The decision threshold (defective when score > value) and the rule that chose it: F1-max on the labelled
   validation images when they hold both classes, else the `TRAIN_QUANTILE` quantile of the kept training
-  images' scores."""
+  images' scores (an array, or a function returning it, called only when needed)."""
   val_labels = np.asarray(val_labels)
   n_bad = int((val_labels == 1).sum())
   n_good = int((val_labels == 0).sum())
@@ -90,6 +90,8 @@ def operating_threshold(val_labels, val_scores, kept_train_scores) -> dict:
     value, f1 = metrics.f1_max_threshold(val_labels, val_scores)
     return {"value": value, "rule": "f1_max_validation", "validation_f1": f1, "n_good": n_good,
             "n_defective": n_bad}
+  if callable(kept_train_scores):
+    kept_train_scores = kept_train_scores()
   kept_train_scores = np.asarray(kept_train_scores, np.float64)
   if not len(kept_train_scores):
     raise ValueError("operating_threshold needs labelled validation images of both classes or kept training "
