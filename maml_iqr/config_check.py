@@ -349,4 +349,4 @@ def load_config_file(spec: str):
   module_spec = importlib.util.spec_from_file_location("experiment_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  return module.get_config(arg) if arg else module.get_config()  # sweep configs take no argument

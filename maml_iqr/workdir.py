@@ -46,8 +46,8 @@ LOCK = ".lock"
 IGNORED_KEYS = ("cache_dir",)  # cannot change results: the feature cache is keyed by content
 PATH_KEYS = ("data.root", "data.defective_root", "backbone.weights_path", "cache_dir")
 # What `clear` (--overwrite) deletes: the outputs of a run, never the feature cache or files it does not know.
-OUTPUTS = ("checkpoints", "model", RESULTS, RUN_CONFIG, "report.md", "suspicious.csv")
-OUTPUT_PATTERNS = ("*.png", "events.out.tfevents.*")
+OUTPUTS = ("checkpoints", "model", "tensorboard", RESULTS, RUN_CONFIG, "report.md", "suspicious.csv")
+OUTPUT_PATTERNS = ("*.png", ".model.*")  # the plots and review sheet; a model folder a kill left half-staged
 
 
 class WorkdirError(RuntimeError):

@@ -119,6 +119,15 @@ def test_launch_bad_command_line_is_one_line_exit_2(tmp_path, args, expected):
   assert not (tmp_path / "w").exists()  # nothing ran
 
 
+def test_sweep_bad_command_line_is_one_line_exit_2(tmp_path):
+  p = subprocess.run([sys.executable, "-m", "launch.sweep", "--sweep=configs/sweeps/mtd_table.py",
+                      f"--workdir={tmp_path / 'w'}", "--sweep.seedz=(0,)"], cwd=REPO, capture_output=True, text=True,
+                     timeout=60)
+  assert p.returncode == 2 and "Traceback" not in p.stdout + p.stderr, p.stderr
+  assert "error: --sweep.seedz: sweep has no key 'seedz' (did you mean 'seeds'?)" in p.stderr
+  assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("name", ["default", "elpv", "folder", "ksdd2", "mtd", "mvtec"])
 def test_every_config_refuses_an_unknown_variant(name):
   path = os.path.join(REPO, "configs", f"{name}.py")
