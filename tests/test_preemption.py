@@ -79,6 +79,18 @@ def test_sigterm_mid_refinement_stops_promptly_and_resumes_to_the_same_results(f
   assert [h["removed_ids"] for h in got["refinement"]] == [h["removed_ids"] for h in want["refinement"]]
 
 
+def test_sigint_during_feature_extraction_stops_with_a_line_not_a_traceback(folders, tmp_path):
+  w, log = tmp_path / "run", tmp_path / "log.txt"
+  cmd = [sys.executable, "-m", "launch.main", "--config=configs/folder.py:quick", f"--workdir={w}", *_args(folders)]
+  p = subprocess.Popen(cmd, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+  _wait_for([p], lambda: "computing features" in (log.read_text() if log.exists() else ""), "feature extraction")
+  _stop(p, signal.SIGINT)
+  out = log.read_text()
+  assert p.returncode == 128 + signal.SIGINT, out[-3000:]
+  assert "stopped by SIGINT" in out and "Traceback" not in out, out[-3000:]
+  assert not list((w / "cache").glob("*.npz"))  # nothing half-written is left to trust
+
+
 # The sweep's parent, refusing to start a JAX backend: it must leave the devices to its workers.
 PARENT = r'''
 import runpy, sys
