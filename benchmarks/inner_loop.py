@@ -33,6 +33,8 @@ flags.DEFINE_list("inner_updates", ["sgd"], "Inner update rules (sgd, normalized
 flags.DEFINE_bool("second_order", False, "Also run second-order MAML at each setting.")
 flags.DEFINE_float("noise", 0.2, "Noise ratio of the training set.")
 flags.DEFINE_integer("meta_epochs", 4, "Meta-epochs from a fresh init.")
+flags.DEFINE_integer("pretrain_epochs", 0, "Plain training epochs before meta-training (maml.pretrain_epochs).")
+flags.DEFINE_integer("score_tasks", 4, "Support sets the scorers are adapted to (maml.score_tasks).")
 FLAGS = flags.FLAGS
 
 
@@ -41,6 +43,7 @@ def main(argv):
   c = FLAGS.config
   c.update(cpu.overrides().to_dict())
   c.cache_dir, c.noise.ratio, c.maml.meta_epochs = FLAGS.cache_dir, FLAGS.noise, FLAGS.meta_epochs
+  c.maml.pretrain_epochs, c.maml.score_tasks = FLAGS.pretrain_epochs, FLAGS.score_tasks
   backbone = backbones.get_backbone(c.backbone.name, c.backbone.weights_path or None,
                                     tuple(c.backbone.stages) if c.backbone.name != "alexnet" else None)
   bparams = backbone.load()
@@ -79,7 +82,8 @@ def main(argv):
     rows.append(row)
     print(json.dumps(row), flush=True)
   write_json(FLAGS.out, {"dataset": dataset.name, "category": dataset.category, "noise": c.noise.ratio,
-                         "meta_epochs": c.maml.meta_epochs, "flow_hidden": c.flow.hidden,
+                         "meta_epochs": c.maml.meta_epochs, "pretrain_epochs": c.maml.pretrain_epochs,
+                         "score_tasks": c.maml.score_tasks, "flow_hidden": c.flow.hidden,
                          "n_fit": int(fit_on.sum()), "rows": rows})
 
 

@@ -54,7 +54,13 @@ def load_experiment(spec: str):
 
 
 def cells(sweep) -> list[dict]:
-  """Every cell; `sweep.variants` (name -> overrides), when present, adds an axis such as k or the views."""
+  """Every cell. `sweep.variants` (name -> overrides), when present, adds an axis such as k or the views,
+  crossed with `sweep.methods`. `sweep.arms` (name -> overrides that include `method`) replaces both: one
+  cell per arm, for ablations whose arms differ in method and settings together."""
+  if "arms" in sweep:
+    return [dict(category=c, method=sweep.arms[a].method, noise=n, seed=s, variant="", arm=a)
+            for c, a, n, s in itertools.product(sweep.categories, list(sweep.arms.keys()), sweep.noise,
+                                                sweep.seeds)]
   variants = list(sweep.get("variants", {}).keys()) or [""]
   return [dict(category=c, method=m, noise=n, seed=s, variant=v)
           for c, v, n, s, m in itertools.product(sweep.categories, variants, sweep.noise, sweep.seeds,
@@ -62,7 +68,7 @@ def cells(sweep) -> list[dict]:
 
 
 def cell_dir(root: str, cell: dict) -> str:
-  method = cell["method"] + (f"_{cell['variant']}" if cell["variant"] else "")
+  method = cell.get("arm") or cell["method"] + (f"_{cell['variant']}" if cell["variant"] else "")
   return os.path.join(root, str(cell["category"]), method, f"noise_{cell['noise']:g}", f"seed_{cell['seed']}")
 
 
@@ -91,10 +97,14 @@ def cell_config(sweep, cell: dict, root: str):
   if cell["variant"]:
     _apply(c, sweep.variants[cell["variant"]].to_dict(), f"sweep variant {cell['variant']!r}")
     c.tag = cell["variant"]
+  if cell.get("arm"):
+    arm = {k: v for k, v in sweep.arms[cell["arm"]].to_dict().items() if k != "method"}
+    _apply(c, arm, f"sweep arm {cell['arm']!r}")
+    c.tag = "" if cell["arm"] == cell["method"] else cell["arm"]
   if cell["category"] != "-":
     c.data.category = cell["category"]
   c.method, c.noise.ratio, c.seed = cell["method"], float(cell["noise"]), int(cell["seed"])
-  c.cache_dir = os.path.join(root, "cache")
+  c.cache_dir = sweep.get("cache_dir") or os.path.join(root, "cache")  # content-keyed: sweeps may share one
   return c
 
 

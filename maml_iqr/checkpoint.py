@@ -29,7 +29,9 @@ class Checkpointer:
 
   def save(self, step: int, params, meta: dict) -> None:
     """Saves a params pytree (may be empty) and JSON metadata as `step`."""
-    params = params or _EMPTY  # orbax cannot save an empty tree (it waits forever for a signal)
+    # as host numpy: orbax refuses process-local jax.Arrays in a multi-process run; an empty tree it cannot
+    # save at all (it waits forever for a signal)
+    params = jax.tree.map(np.asarray, params) if params else _EMPTY
     self._manager.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()

@@ -19,7 +19,7 @@ def get_config():
   s = ml_collections.ConfigDict()
   s.experiment = "configs/folder.py:quick"
   s.overrides = ml_collections.ConfigDict({{"data": {{"root": "{tmp_path / 'good'}",
-                                           "defective_root": "{tmp_path / 'bad'}"}}, "maml": {{"meta_epochs": 1}}}})
+                                           "defective_root": "{tmp_path / 'bad'}"}}, "maml": {{"meta_epochs": 1, "task_size": 4}}}})
   s.categories = ("-",)
   s.noise = (0.0, 0.5)
   s.seeds = (0,)
@@ -56,3 +56,23 @@ def test_every_sweep_config_loads_and_names_real_experiments():
     sweep = module.get_config()
     assert cells(sweep), path
     load_experiment(os.path.join(REPO, sweep.experiment))  # the experiment config it names exists
+
+
+def test_arms_set_method_and_settings_together():
+  """An ablation's arms: one cell per arm, each with its own method and overrides, in its own folder, and the
+  tag names the arm where the method alone would not (tables tell `maml_iqr` from `maml_iqr [objective_none]`)."""
+  from configs.sweeps import ablation
+  from launch.sweep import cell_config, cell_dir
+  sweep = ablation.get_config("elpv")
+  todo = cells(sweep)
+  assert len(todo) == len(sweep.arms) * len(sweep.noise) * len(sweep.seeds)
+  by_arm = {c["arm"]: cell_config(sweep, c, "/tmp/root") for c in todo if c["noise"] == 0.2 and c["seed"] == 1}
+  assert by_arm["objective_none"].method == "maml_iqr" and by_arm["objective_none"].maml.objective == "none"
+  assert by_arm["maml_iqr"].maml.objective == "maml" and by_arm["maml_iqr"].tag == ""
+  assert by_arm["objective_none"].tag == "objective_none"
+  assert by_arm["meta_init"].method == "differnet" and by_arm["meta_init"].train.init == "meta"
+  budget = by_arm["maml_iqr"].maml.pretrain_epochs + by_arm["maml_iqr"].maml.meta_epochs
+  assert by_arm["iterative"].method == "iterative" and by_arm["iterative"].refine.score_epochs == budget
+  assert all(c.noise.ratio == 0.2 and c.seed == 1 and c.refine.max_iterations == 3 for c in by_arm.values())
+  assert len({cell_dir("/r", c) for c in todo}) == len(todo)
+  assert cell_dir("/r", [c for c in todo if c["arm"] == "objective_none"][0]).startswith("/r/mono/objective_none/")

@@ -1,0 +1,54 @@
+"""What each part of maml_iqr earns, at equal budget: Magnetic Tile (`:mtd`) or elpv mono (`:elpv`), noise 0, 20,
+50 %, seeds 0, 1, 2, five arms on the CPU table settings (cpu.py):
+
+  maml_iqr      the method: per fold, `maml.pretrain_epochs` plain epochs, then `maml.meta_epochs` of MAML, scored
+                after the inner loop it trained for (normalised steps) on `maml.score_tasks` support sets
+  objective_none  the same with `maml.objective=none`: every meta-step becomes a plain Adam step on the same
+                rows (support + query), same count, same lr; scored after the same inner loop
+  iterative     IRP with the same warm start rule and the same epochs (pretrain + meta epochs, plain training),
+                scored by the trained flow without adaptation
+  meta_init     no removal; the final detector starts from a flow meta-trained on the whole noisy set
+  differnet     no removal, fresh start (the floor)
+
+Every arm: the same folds, warm start across iterations, stopping rule, iteration cap and final detector
+(32 epochs, fresh init unless meta_init). Cells of both datasets share one content-keyed feature cache.
+
+  python -m launch.sweep --sweep=configs/sweeps/ablation.py:mtd --workdir=results/ablation_mtd
+  python -m launch.sweep --sweep=configs/sweeps/ablation.py:elpv --workdir=results/ablation_elpv
+"""
+import ml_collections
+
+from configs.sweeps import cpu
+
+EXPERIMENTS = {"mtd": ("configs/mtd.py", "magnetic_tile"), "elpv": ("configs/elpv.py", "mono")}
+
+
+def method_settings() -> dict:
+  """The maml_iqr settings every arm shares (chosen on validation data: README, "Why these settings")."""
+  return {"maml": {"inner_update": "normalized", "inner_lr": 0.03, "inner_steps": 5, "pretrain_epochs": 8,
+                   "meta_epochs": 2, "score_tasks": 4},
+          "refine": {"max_iterations": 3, "warm_start": True}}
+
+
+def get_config(arg: str = "mtd"):
+  if arg not in EXPERIMENTS:
+    raise ValueError(f"configs/sweeps/ablation.py:{arg}: expected one of {sorted(EXPERIMENTS)}")
+  experiment, category = EXPERIMENTS[arg]
+  settings = method_settings()
+  budget = settings["maml"]["pretrain_epochs"] + settings["maml"]["meta_epochs"]
+  s = ml_collections.ConfigDict()
+  s.experiment = experiment
+  s.overrides = cpu.overrides()
+  s.overrides.update(settings)
+  s.categories = (category,)
+  s.noise = cpu.NOISE
+  s.seeds = (0, 1, 2)
+  s.cache_dir = ""  # default <workdir>/cache; the feature cache is content-keyed, so sweeps can share one
+  s.arms = ml_collections.ConfigDict({
+      "maml_iqr": {"method": "maml_iqr"},
+      "objective_none": {"method": "maml_iqr", "maml": {"objective": "none"}},
+      "iterative": {"method": "iterative", "refine": {"score_epochs": budget}},
+      "meta_init": {"method": "differnet", "train": {"init": "meta"}},
+      "differnet": {"method": "differnet"},
+  })
+  return s
