@@ -7,9 +7,10 @@
 `load` checks everything it can before scoring anything (the file layout, the format version, that the
 installed backbone weights are the ones the flow was trained on, that the parameters fit the flow described)
 and raises one named error, `ModelError`, whose message says what to do. `score_images` reproduces the run's own
-test scores for the same images bit for bit: it uses the same jitted feature extractor on the same views and
-scores in batches of a multiple of 8 rows, which on XLA:CPU give the same numbers as the run's batches of 64
-(a batch of 1 row does not: XLA takes a matrix-vector path whose sums differ in the last bit).
+test scores for the same images bit for bit: it uses the same jitted feature extractor on the same views (whose
+numbers do not depend on the batch: measured for batches of 1, 2, 3 and 8 images) and scores with the flow in
+the run's batch shape, `detector.score`'s 64 rows, padded. Other flow batch shapes are not exact on XLA:CPU: 8 or
+16 rows gave 1 of 34 scores 1 ulp apart, 1 row several; the row's place within a batch of 64 never mattered.
 """
 from __future__ import annotations
 
@@ -40,7 +41,6 @@ PARAMS_DIR = "params"
 # trained the flow, so their scores run lower than those of new good images: expect somewhat more than 1 % of
 # new good images to be flagged.
 TRAIN_QUANTILE = 0.99
-SCORE_ROWS = 8  # flow scoring batches are a multiple of this (see the module docstring)
 
 
 class ModelError(ValueError):
@@ -258,19 +258,14 @@ def _stored_shapes(checkpointer, params_dir: str) -> dict:
   return _shapes(getattr(metadata, "tree", metadata))
 
 
-def score_rows(batch_images: int) -> int:
-  """Flow scoring batch for `batch_images` images: the next multiple of `SCORE_ROWS`."""
-  return -(-batch_images // SCORE_ROWS) * SCORE_ROWS
-
-
 def score_images(det: Detector, images: np.ndarray, batch_images: int = 8) -> np.ndarray:
   """Scores uint8 images (N, S, S, 3) as the run scores its test images: backbone features of the fixed
-  evaluation views in batches of `batch_images` (the last padded by wrapping), then the flow's multi-view score.
-  """
+  evaluation views in batches of `batch_images` (the last padded by wrapping), then the flow's multi-view score
+  in the run's batch shape (see the module docstring)."""
   images = np.asarray(images)
   if images.ndim != 4 or images.shape[1:] != (det.input_size, det.input_size, 3) or images.dtype != np.uint8:
     raise ValueError(f"images must be uint8 (N, {det.input_size}, {det.input_size}, 3), got {images.dtype} "
                      f"{images.shape}")
   feats = features_lib.extract(det.backbone, det.backbone_params, images, det.view_params(len(images)),
                                batch_images=batch_images, dtype=det.dtype)
-  return detector_lib.score(det.flow, det.params, feats, det.score_kind, batch_size=score_rows(batch_images))
+  return detector_lib.score(det.flow, det.params, feats, det.score_kind)

@@ -1,12 +1,12 @@
 """launch.predict on the model a run saved: it reproduces the run's own test scores exactly, writes scores.csv
 with decisions at the saved threshold, anomaly-map images with --maps, and says what is wrong with bad input.
 
-Checked against broken code: with predict scoring at the wrong views (fixed_view_params without the stored
-n_views, e.g. 1 view) or with a flow batch of 1 row (score_rows returning batch_images, then predict with
---batch_images=1), the exact-reproduction test fails; with decisions at score >= 0 the decision test fails.
+Checked against broken code: with predict scoring at other views (1 instead of the stored 3), or with the flow
+scoring in batches of 8 rows instead of the run's 64 (score 13 of 18 then differs by 1 ulp), the
+exact-reproduction test fails; with decisions taken at another threshold than the saved one, the decision test
+fails.
 """
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -16,7 +16,7 @@ import pytest
 
 from configs import folder as folder_config
 from launch import predict
-from maml_iqr import run, saved_model
+from maml_iqr import detector, feature_cache, run, saved_model
 from maml_iqr.data import readers
 from maml_iqr.data.contamination import contaminate
 from tests.conftest import REPO
@@ -24,32 +24,39 @@ from tests.conftest import REPO
 
 @pytest.fixture(scope="module")
 def trained(folders, tmp_path_factory):
-  """A tiny differnet run on the synthetic folders: (workdir, results, test image paths, test labels)."""
+  """A tiny differnet run on the synthetic folders: (workdir, results, test image paths, the run's own unrounded
+  test scores). The unrounded scores are recomputed as the run computes them: the test images' evaluation
+  features from the run's feature cache, scored by `detector.score` with the final parameters."""
+  workdir = str(tmp_path_factory.mktemp("run"))
   c = folder_config.get_config("quick")
   c.data.root, c.data.defective_root = str(folders / "good"), str(folders / "bad")
   c.method = "differnet"
   c.score.n_views = 3  # odd on purpose: a view count the defaults never use
-  workdir = str(tmp_path_factory.mktemp("run"))
+  c.cache_dir = os.path.join(workdir, "cache")
   results = run.train_and_evaluate(c, workdir)
   dataset = readers.read(c.data, 224)
   split = contaminate(dataset, c.noise.ratio, c.noise.mode, c.noise.overlap, c.seed, c.noise.on_shortage,
                       c.noise.val_fraction)
+  det = saved_model.load(os.path.join(workdir, "model"))
+  feats = feature_cache.features(c, det.backbone, det.backbone_params, split.test.images, dataset.name)["eval"]
+  exact = detector.score(det.flow, det.params, feats, det.score_kind)
+  assert [round(float(s), 6) for s in exact] == results["test_scores"]  # the recomputation is the run's
   root = os.path.commonpath([c.data.root, c.data.defective_root])
-  return workdir, results, [os.path.join(root, i) for i in split.test.ids], split.test.labels
+  return workdir, results, [os.path.join(root, i) for i in split.test.ids], exact
 
 
 @pytest.mark.parametrize("batch_images", [3, 1])
 def test_predict_reproduces_the_runs_test_scores_exactly(trained, tmp_path, batch_images):
-  workdir, results, paths, _ = trained
+  workdir, results, paths, exact = trained
   out = predict.predict(os.path.join(workdir, "model"), paths, str(tmp_path), batch_images=batch_images,
                         log=lambda _: None)
-  # results.json rounds to 6 decimals; the unrounded scores are equal bit for bit, so the rounding agrees too
+  np.testing.assert_array_equal(out["scores"], exact)  # bit for bit, not to a tolerance
   assert [round(float(s), 6) for s in out["scores"]] == results["test_scores"]
-  assert len(results["test_scores"]) >= 10
+  assert len(paths) >= 10
 
 
 def test_scores_csv_has_decisions_at_the_saved_threshold(trained, tmp_path):
-  workdir, results, paths, labels = trained
+  workdir, results, paths, _ = trained
   model = os.path.join(workdir, "model")
   threshold = saved_model.read_spec(model)["threshold"]
   assert threshold == results["model"]["threshold"]

@@ -3,8 +3,8 @@ unusable (missing folder or file, unreadable or malformed detector.json, another
 weights, parameters that do not fit the flow described).
 
 Checked against broken code: with load's weights-identity comparison removed, the wrong-identity tests fail
-(load succeeds); with the format-version check removed, the version test fails; with restore given no target
-(shapes not checked), the does-not-fit test fails.
+(load succeeds); with the format-version check removed, the version test fails; with the shape comparison
+removed and restore given no target (orbax then restores whatever is stored), the does-not-fit test fails.
 """
 import json
 import os
