@@ -25,7 +25,7 @@ EXPERIMENTS = {"mtd": ("configs/mtd.py", "magnetic_tile"), "elpv": ("configs/elp
 
 def method_settings() -> dict:
   """The maml_iqr settings every arm shares (chosen on validation data: README, "Why these settings")."""
-  return {"maml": {"inner_update": "normalized", "inner_lr": 0.03, "inner_steps": 5, "pretrain_epochs": 8,
+  return {"maml": {"inner_update": "normalized", "inner_lr": 0.3, "inner_steps": 5, "pretrain_epochs": 8,
                    "meta_epochs": 2, "score_tasks": 4},
           "refine": {"max_iterations": 3, "warm_start": True}}
 
