@@ -32,6 +32,9 @@ flags.DEFINE_string("weights_path", None, "Where the backbone's weights are, whe
                     "(e.g. AlexNet's .pth moved); they must be the same weights.")
 flags.DEFINE_integer("batch_images", 8, "Images per batch (the last batch is padded). Any size gives the same "
                      "scores; 1 measures single-image latency.")
+flags.DEFINE_integer("flow_rows", saved_model.RUN_FLOW_ROWS, "Rows per flow call (padded). The default, the "
+                     "run's, reproduces the run's scores bit for bit; the batch size instead is faster for small "
+                     "batches (2x for single images) and may change scores in the last bit.")
 flags.DEFINE_float("sigma", None, "Gaussian smoothing of the anomaly maps, in pixels of the backbone's input "
                    "(default: anomaly_maps.SIGMA_FRACTION of it, 16 pixels at 224).")
 
@@ -59,10 +62,12 @@ def map_name(index: int, path: str) -> str:
 
 
 def predict(model: str, inputs: list[str], out: str, with_maps: bool = False, weights_path: str | None = None,
-            batch_images: int = 8, sigma: float | None = None, log=print) -> dict:
+            batch_images: int = 8, sigma: float | None = None, flow_rows: int = saved_model.RUN_FLOW_ROWS,
+            log=print) -> dict:
   """Scores the images, writes O/scores.csv (and O/maps/), returns {'paths', 'scores', 'decisions', 'timing'}."""
-  if batch_images < 1:
-    raise DataError(f"--batch_images={batch_images}: expected an integer >= 1")
+  for flag, value in (("--batch_images", batch_images), ("--flow_rows", flow_rows)):
+    if value < 1:
+      raise DataError(f"{flag}={value}: expected an integer >= 1")
   det = saved_model.load(model, weights_path)
   paths = image_paths(inputs)
   size = det.input_size
@@ -79,7 +84,7 @@ def predict(model: str, inputs: list[str], out: str, with_maps: bool = False, we
     images = np.stack([load_image(p, size)[0] for p in batch])
     load_s.append(time.perf_counter() - t)
     t = time.perf_counter()
-    scores[start:start + len(batch)] = saved_model.score_images(det, images, batch_images)
+    scores[start:start + len(batch)] = saved_model.score_images(det, images, batch_images, flow_rows)
     batch_s.append(time.perf_counter() - t)
     if with_maps:
       t = time.perf_counter()
@@ -129,7 +134,7 @@ def main(argv):
   del argv
   f = flags.FLAGS
   try:
-    predict(f.model, f.images, f.out, f.maps, f.weights_path, f.batch_images, f.sigma)
+    predict(f.model, f.images, f.out, f.maps, f.weights_path, f.batch_images, f.sigma, f.flow_rows)
   except (saved_model.ModelError, DataError) as e:
     raise SystemExit(f"error: {e}") from None
 

@@ -11,10 +11,14 @@ test scores for the same images bit for bit: it uses the same jitted feature ext
 numbers do not depend on the batch: measured for batches of 1, 2, 3 and 8 images) and scores with the flow in
 the run's batch shape, `detector.score`'s 64 rows, padded. Other flow batch shapes are not exact on XLA:CPU: 8 or
 16 rows gave 1 of 34 scores 1 ulp apart, 1 row several; the row's place within a batch of 64 never mattered.
+The padding costs little for batches of 8 images (11 % of a batch's time) but more than doubles the time of a
+single image (1.7 s of flow for 1.5 s of backbone on the shared 2-core CPU), so `flow_rows` can trade the last
+bit for latency.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import shutil
@@ -41,6 +45,8 @@ PARAMS_DIR = "params"
 # trained the flow, so their scores run lower than those of new good images: expect somewhat more than 1 % of
 # new good images to be flagged.
 TRAIN_QUANTILE = 0.99
+# Rows per flow call when scoring: the run's (detector.score's default), which reproduces its scores exactly.
+RUN_FLOW_ROWS = inspect.signature(detector_lib.score).parameters["batch_size"].default
 
 
 class ModelError(ValueError):
@@ -258,14 +264,16 @@ def _stored_shapes(checkpointer, params_dir: str) -> dict:
   return _shapes(getattr(metadata, "tree", metadata))
 
 
-def score_images(det: Detector, images: np.ndarray, batch_images: int = 8) -> np.ndarray:
+def score_images(det: Detector, images: np.ndarray, batch_images: int = 8,
+                 flow_rows: int = RUN_FLOW_ROWS) -> np.ndarray:
   """Scores uint8 images (N, S, S, 3) as the run scores its test images: backbone features of the fixed
   evaluation views in batches of `batch_images` (the last padded by wrapping), then the flow's multi-view score
-  in the run's batch shape (see the module docstring)."""
+  in calls of `flow_rows` rows (padded). The default is the run's batch shape, which reproduces its scores bit
+  for bit; fewer rows are faster for small batches and may differ in the last bit (module docstring)."""
   images = np.asarray(images)
   if images.ndim != 4 or images.shape[1:] != (det.input_size, det.input_size, 3) or images.dtype != np.uint8:
     raise ValueError(f"images must be uint8 (N, {det.input_size}, {det.input_size}, 3), got {images.dtype} "
                      f"{images.shape}")
   feats = features_lib.extract(det.backbone, det.backbone_params, images, det.view_params(len(images)),
                                batch_images=batch_images, dtype=det.dtype)
-  return detector_lib.score(det.flow, det.params, feats, det.score_kind)
+  return detector_lib.score(det.flow, det.params, feats, det.score_kind, batch_size=flow_rows)
