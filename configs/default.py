@@ -19,6 +19,4 @@ def get_config(arg: str | None = None):
   c.flow.hidden = 512
   c.train.meta_epochs = 8
   c.train.sub_epochs = 4
-  c.maml.meta_epochs = 2
-  c.refine.score_epochs = 8
   return variant(c, arg)

@@ -142,6 +142,8 @@ def validate(c) -> None:
   _check(c.maml.objective in maml.OBJECTIVES, "maml.objective", c.maml.objective,
          f"a registered meta-objective: one of {sorted(maml.OBJECTIVES)}")
   _check(c.train.init in ("fresh", "meta"), "train.init", c.train.init, "fresh or meta")
+  _check(_is_int(c.score.pixel_auroc_images) and c.score.pixel_auroc_images >= 0, "score.pixel_auroc_images",
+         c.score.pixel_auroc_images, "an integer >= 0")
   _check(_is_int(c.maml.pretrain_epochs) and c.maml.pretrain_epochs >= 0, "maml.pretrain_epochs",
          c.maml.pretrain_epochs, "an integer >= 0")
   _check(c.maml.inner_update in ("sgd", "normalized"), "maml.inner_update", c.maml.inner_update,

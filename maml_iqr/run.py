@@ -91,14 +91,17 @@ def stop_rule(config, split) -> str:
 
 
 def write_review(workdir: str, split, state, kept: np.ndarray, det) -> None:
-  """suspicious.csv (every training image ranked by its cleaning score) and review.png (the removed and the
-  borderline images, largest score first, with the final detector's anomaly maps): what an inspector reads."""
+  """suspicious.csv (every training image ranked by its cleaning score) and, given the detector `det`,
+  review.png (the removed and the borderline images, largest score first, with its anomaly maps): what an
+  inspector reads. The run draws the sheet in clean mode only: maps cost about 8 scorings per image."""
   r = refine.ranking(state.history, kept, state.kept)
   order = np.argsort(-np.nan_to_num(r["score"], nan=-np.inf), kind="stable")
   lines = ["rank,id,score,removed,iteration_removed"]
   lines += [f"{k + 1},{split.train.ids[i]},{r['score'][i]:.6f},{int(r['removed'][i])},"
             f"{r['removed_at'][i] if r['removed'][i] else ''}" for k, i in enumerate(order)]
   write_atomic(os.path.join(workdir, "suspicious.csv"), "\n".join(lines) + "\n")
+  if det is None:
+    return
   removed = [i for i in order if r["removed"][i]][:REVIEW_MAX_REMOVED]
   borderline = [i for i in order if not r["removed"][i]][:REVIEW_BORDERLINE]
   show = np.asarray(removed + borderline, np.int64)
@@ -189,12 +192,13 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
                     "seed": config.seed, "n_train": int(kept.sum())})
   timings["model_s"] = round(time.time() - t, 2)
   t = time.time()
-  pixel_auroc = None if split.test.masks is None or not has_test else anomaly_maps.pixel_auroc_of(
-      saved_model.load(model_dir), split.test.images, split.test.masks)
+  pixel_images = config.score.pixel_auroc_images
+  pixel_auroc = None if split.test.masks is None or not has_test or not pixel_images else \
+      anomaly_maps.pixel_auroc_of(saved_model.load(model_dir), split.test.images, split.test.masks, pixel_images)
   timings["pixel_auroc_s"] = round(time.time() - t, 2)
   if state is not None:
     t = time.time()
-    write_review(workdir, split, state, kept, saved_model.load(model_dir))
+    write_review(workdir, split, state, kept, saved_model.load(model_dir) if not has_test else None)
     timings["review_s"] = round(time.time() - t, 2)
   timings["total_s"] = round(time.time() - start, 2)
   labels = split.test.labels
