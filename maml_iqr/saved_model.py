@@ -29,12 +29,13 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from maml_iqr import detector as detector_lib
 from maml_iqr import features as features_lib
 from maml_iqr import metrics
 from maml_iqr.feature_cache import weights_identity
-from maml_iqr.io import write_atomic
+from maml_iqr.io import is_writer, write_atomic
 from maml_iqr.models import backbones
 from maml_iqr.models import flow as flow_lib
 
@@ -127,14 +128,34 @@ def describe(config, backbone: backbones.Backbone, threshold: dict, trained_on: 
 def save(path: str, config, backbone: backbones.Backbone, params, threshold: dict,
          trained_on: dict | None = None) -> dict:
   """Writes the model folder at `path`, replacing any older one only once the new one is complete (a kill
-  leaves either the old folder or the new one, never a mix). Returns detector.json's content."""
+  leaves either the old folder or the new one, never a mix). Returns detector.json's content.
+
+  In a multi-process run only process 0 writes (host numpy: orbax refuses process-local arrays), and every
+  process waits until it has, so that a `load` right after reads the finished folder."""
   spec = describe(config, backbone, threshold, trained_on)
+  if jax.process_count() > 1:
+    if is_writer():
+      _save(path, spec, jax.tree.map(np.asarray, params))
+    multihost_utils.sync_global_devices("maml_iqr model saved")
+    return spec
+  _save(path, spec, params)
+  return spec
+
+
+def _checkpointer() -> ocp.StandardCheckpointer:
+  """Orbax for this process alone: a model folder is written by one process and read by each on its own."""
+  me = jax.process_index()
+  return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+      primary_host=me, active_processes={me}))
+
+
+def _save(path: str, spec: dict, params) -> None:
   path = os.path.abspath(path)
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.")
   try:
-    with ocp.StandardCheckpointer() as checkpointer:
+    with _checkpointer() as checkpointer:
       checkpointer.save(os.path.join(staging, PARAMS_DIR), params)
       checkpointer.wait_until_finished()
     write_atomic(os.path.join(staging, DETECTOR_JSON), json.dumps(spec, indent=2) + "\n")
@@ -148,7 +169,6 @@ def save(path: str, config, backbone: backbones.Backbone, params, threshold: dic
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
-  return spec
 
 
 def read_spec(path: str) -> dict:
@@ -231,7 +251,7 @@ def load(path: str, weights_path: str | None = None) -> Detector:
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     raise ModelError(f"{json_path}: flow settings unusable ({type(e).__name__}: {e}); train again") from None
   params_dir = os.path.join(path, PARAMS_DIR)
-  checkpointer = ocp.StandardCheckpointer()
+  checkpointer = _checkpointer()
   try:
     stored = _stored_shapes(checkpointer, params_dir)
     expected = _shapes(like)
