@@ -110,6 +110,28 @@ def _write(path: str, spec: dict, store: dict) -> None:
   write_atomic(path, buf.getvalue())
 
 
+def _borrow(path: str, spec: dict, store: dict, wanted: list[bytes]) -> tuple[dict, set[bytes]]:
+  """Rows for the `wanted` digests from the other cache files of the same settings key in the folder (e.g. a
+  user's folder made of a benchmark's images); returns the store with them appended and the digests found."""
+  key_suffix = path[path.rindex("_"):]
+  folder = os.path.dirname(path)
+  wanted, found, parts = set(wanted), set(), []
+  for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+    other = os.path.join(folder, name)
+    if other == path or not name.endswith(key_suffix) or not name.startswith("features_"):
+      continue
+    theirs = _read(other, spec)
+    if theirs is None:
+      continue
+    rows = [r for r, d in enumerate(theirs["digests"]) if d.tobytes() in wanted - found]
+    if rows:
+      parts.append({k: theirs[k][rows] for k in ("digests", "train_views", "train", "eval")})
+      found |= {theirs["digests"][r].tobytes() for r in rows}
+  if parts:
+    store = {k: np.concatenate([store[k]] + [p[k] for p in parts]) for k in parts[0]}
+  return store, found
+
+
 def features(config, backbone, bparams, images: np.ndarray, dataset_name: str) -> dict[str, np.ndarray]:
   """Features of `images` (N, S, S, 3) uint8, row i for image i: {'train' (N, K, D), 'train_views' (N, K, 4),
   'eval' (N, V, D)}, read from the cache where the pixels match and computed (and added to it) where not."""
@@ -122,6 +144,15 @@ def features(config, backbone, bparams, images: np.ndarray, dataset_name: str) -
                                 "eval": np.zeros((0, spec["n_eval_views"], spec["feature_dim"]), np.float32)}
   row_of = {d.tobytes(): r for r, d in enumerate(store["digests"])}
   missing = sorted({d for d in digests if d not in row_of})
+  if missing:
+    store, found = _borrow(path, spec, store, missing)
+    if found:
+      log(f"feature cache {path}: {len(found)} images' features taken from other datasets' caches of the same "
+          "settings (same pixels)")
+      row_of = {d.tobytes(): r for r, d in enumerate(store["digests"])}
+      missing = sorted(set(missing) - found)
+      if not missing:
+        _write(path, spec, store)
   if missing:
     where = {d: i for i, d in enumerate(digests)}
     todo = np.asarray([where[d] for d in missing])

@@ -88,3 +88,21 @@ def test_training_views_depend_on_the_image_not_on_the_dataset():
   a, b, c = (feature_cache.image_digest(np.full((4, 4, 3), v, np.uint8)) for v in (1, 2, 3))
   np.testing.assert_array_equal(feature_cache.view_params(spec, [a, b, c])[1], feature_cache.view_params(spec, [b])[0])
   assert not np.allclose(feature_cache.view_params(spec, [a])[0], feature_cache.view_params(spec, [b])[0])
+
+
+def test_images_cached_under_another_dataset_are_borrowed_not_recomputed(tmp_path, backbone, monkeypatch):
+  """A user's folder made of images another dataset's cache already holds (same pixels, same settings): their
+  features are taken from that cache, identical, and only the new images are computed."""
+  root = write_synthetic_folders(tmp_path / "data", n_good=5, n_bad=2, size=32)
+  first, _, computed = _features(tmp_path, root / "good", backbone, monkeypatch)
+  assert computed == [5, 5]
+  for path in (tmp_path / "cache").glob("features_*.npz"):  # as if the good images were another dataset's
+    path.rename(path.with_name(path.name.replace("features_folder_", "features_benchmark_")))
+  mixed = tmp_path / "mixed"
+  mixed.mkdir()
+  for p in sorted((root / "good").iterdir())[:3] + sorted((root / "bad").iterdir())[:1]:
+    (mixed / p.name.replace(".png", f"_{p.parent.name}.png")).write_bytes(p.read_bytes())
+  again, _, computed = _features(tmp_path, mixed, backbone, monkeypatch)
+  assert computed == [1, 1]  # the defective image only
+  for name in sorted(first)[:3]:
+    assert np.array_equal(again[name.replace(".png", "_good.png")], first[name])

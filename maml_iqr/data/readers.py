@@ -187,7 +187,12 @@ def read_elpv(size: int, cell_type: str = "all", one_third: str = "drop", two_th
 
 def read_folder(good_dir: str, defective_dir: str | None, size: int, test_fraction: float = 0.5,
                 seed: int = 0) -> Dataset:
-  """A user's plain folders: good images (split into train/test with `seed`) and optionally defective images."""
+  """A user's plain folders: good images (split into train/test with `seed`) and optionally defective images.
+
+  Without a defective folder there is nothing to test against, so nothing is held out (clean mode: the whole
+  folder is cleaned and the detector trained on what is kept), whatever `test_fraction` says."""
+  if not defective_dir:
+    test_fraction = 0.0
   good_paths = list_images(good_dir)
   if len(good_paths) < 2:
     raise DataError(f"{good_dir}: found {len(good_paths)} good images; need at least 2 (one to train, one to test)")
