@@ -274,7 +274,13 @@ def check_feasible(c, split) -> list[str]:
         f"images, but the validation set has none (noise.val_fraction={c.noise.val_fraction!r}); set "
         "--config.noise.val_fraction > 0, or --config.refine.auto_k_quantile=0 for the IQR rule")
   warnings = []
-  if removes and not (val.n_good and val.n_defective):
+  if removes and not len(split.test) and not (val.n_good and val.n_defective):
+    warnings.append(
+        "clean mode (no test set) without labelled validation: refinement stops when the IQR rule removes nothing "
+        f"or after refine.max_iterations={c.refine.max_iterations}; to stop on validation AUROC instead, give a "
+        "folder of known-defective images (--config.data.defective_root) and hold out some good ones to "
+        "validate with (--config.data.test_fraction=0.1 --config.noise.val_fraction=1)")
+  elif removes and not (val.n_good and val.n_defective):
     warnings.append(
         f"no validation AUROC: the validation set has {val.n_good} good and {val.n_defective} defective images "
         f"(noise.val_fraction={c.noise.val_fraction!r}), so refinement cannot stop when it stops improving and "
