@@ -27,6 +27,9 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first
 flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0 (e.g. localhost:1234).")
 flags.DEFINE_integer("num_processes", None, "With --distributed: how many processes take part.")
 flags.DEFINE_integer("process_id", None, "With --distributed: this process's index, 0 .. num_processes - 1.")
+flags.DEFINE_multi_string("import", [], "A Python module to import before the run (repeatable), e.g. one that "
+                          "registers a meta-objective with maml.register_objective; it must be importable (on "
+                          "PYTHONPATH or installed).")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -48,8 +51,21 @@ def start_distributed() -> None:
   jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
 
 
+def import_plugins(names: list[str]) -> None:
+  """Imports the --import modules (their registrations run), or stops with one line naming the module."""
+  import importlib  # noqa: PLC0415
+  for name in names:
+    try:
+      importlib.import_module(name)
+    except ImportError as e:
+      print(f"error: --import={name}: cannot import it ({e}); put its folder on PYTHONPATH or install it",
+            file=sys.stderr)
+      raise SystemExit(2) from None
+
+
 def main(argv):
   del argv
+  import_plugins(FLAGS["import"].value)
   if FLAGS.distributed:
     start_distributed()
   run.main(FLAGS.config, FLAGS.workdir, FLAGS.overwrite)
