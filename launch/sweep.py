@@ -57,10 +57,10 @@ def cells(sweep) -> list[dict]:
   """Every cell. `sweep.variants` (name -> overrides), when present, adds an axis such as k or the views,
   crossed with `sweep.methods`. `sweep.arms` (name -> overrides that include `method`) replaces both: one
   cell per arm, for ablations whose arms differ in method and settings together."""
-  if "arms" in sweep:
+  if "arms" in sweep:  # seed by seed, every arm and noise level each: a sweep cut short still compares arms
     return [dict(category=c, method=sweep.arms[a].method, noise=n, seed=s, variant="", arm=a)
-            for c, a, n, s in itertools.product(sweep.categories, list(sweep.arms.keys()), sweep.noise,
-                                                sweep.seeds)]
+            for c, s, n, a in itertools.product(sweep.categories, sweep.seeds, sweep.noise,
+                                                list(sweep.arms.keys()))]
   variants = list(sweep.get("variants", {}).keys()) or [""]
   return [dict(category=c, method=m, noise=n, seed=s, variant=v)
           for c, v, n, s, m in itertools.product(sweep.categories, variants, sweep.noise, sweep.seeds,
