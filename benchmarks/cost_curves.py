@@ -116,7 +116,7 @@ def curve_maml_vs_t(c, flow, params, rng, ts, n, repeats) -> dict:
   pts = []
   for t_tasks in ts:
     ct = c.copy_and_resolve_references()
-    ct.maml.tasks_per_batch, ct.maml.meta_epochs = t_tasks, 1
+    ct.maml.tasks_per_batch, ct.maml.meta_epochs, ct.maml.pretrain_epochs = t_tasks, 1, 0  # MAML steps only
 
     def call():
       p = jax.tree.map(jnp.copy, params)  # the meta step donates its params

@@ -38,6 +38,7 @@ from maml_iqr import detector, maml, metric_writer
 from maml_iqr.checkpoint import Checkpointer
 from maml_iqr.common import log, stage_rng
 from maml_iqr.refine import RefineState, refine_step
+from maml_iqr.workdir import raise_if_stopped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +174,7 @@ def meta_train(ctx: Context, mask: np.ndarray, params, stage: tuple):
   losses, diags = [], []
   start = last = time.time()
   for i in range(steps):
+    raise_if_stopped()
     if time.time() - last > 20:
       last = time.time()
       log(f"  meta-train {'/'.join(map(str, stage))}: step {i}/{steps}, meta-loss {np.mean(losses[-20:]):.4f}, "

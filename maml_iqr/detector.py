@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from maml_iqr.common import log
+from maml_iqr.workdir import raise_if_stopped
 from maml_iqr.models import flow as flow_lib
 
 STEPS_PER_CALL = 16  # training steps per jitted chunk: one host round trip per chunk
@@ -159,6 +160,7 @@ def train(flow, params, optimizer, data, kept: np.ndarray, epochs: int, rng: np.
   n = len(idx)
   losses, start, last, i = [], time.time(), time.time(), 0
   while i < n:
+    raise_if_stopped()
     if n - i >= STEPS_PER_CALL:
       params, opt_state, l = chunk(params, opt_state, data, jnp.asarray(idx[i:i + STEPS_PER_CALL]))
     else:  # the remainder, one step per call (dispatched asynchronously; read once below)

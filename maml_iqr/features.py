@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maml_iqr.common import log
+from maml_iqr.workdir import raise_if_stopped
 from maml_iqr.data import transforms
 
 
@@ -75,6 +76,7 @@ def extract(backbone, params, images: np.ndarray, view_params: np.ndarray, batch
   fn = _jitted(backbone.features, dtype)
   last = start = time.time()
   for i in range(0, n, batch_images):
+    raise_if_stopped()
     idx = np.arange(i, i + batch_images) % n  # pad the last batch by wrapping
     feats = np.asarray(fn(params, jnp.asarray(images[idx]), jnp.asarray(view_params[idx])))
     k = min(batch_images, n - i)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gc
 import glob
 import hashlib
 import json
@@ -306,20 +307,42 @@ def stop_on_signals(on_signal=None):
   previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
 
   def handler(signum, frame):
-    del frame
     for s in STOP_SIGNALS:
       signal.signal(s, lambda *_: None)
+    _stop_requested.append(signum)
     if on_signal is not None:
       on_signal(signum)
-    raise Interrupted(signum)
+    if not _in_gc_callback(frame):  # there it would be printed and dropped: the next `raise_if_stopped` raises
+      raise Interrupted(signum)
 
   for s in STOP_SIGNALS:
     signal.signal(s, handler)
   try:
     yield
   finally:
+    _stop_requested.clear()
     for s, h in previous.items():
       signal.signal(s, h)
+
+
+def _in_gc_callback(frame) -> bool:
+  codes = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+  while frame is not None:
+    if frame.f_code in codes:
+      return True
+    frame = frame.f_back
+  return False
+
+
+_stop_requested: list[int] = []  # the signal that arrived inside `stop_on_signals`, until it is left
+
+
+def raise_if_stopped() -> None:
+  """Raises `Interrupted` when a stop signal arrived but its exception was lost: Python prints and drops an
+  exception raised while it runs a garbage-collection callback (jax registers one), which is where a signal
+  often lands during feature extraction. Long loops call this once per step."""
+  if _stop_requested:
+    raise Interrupted(_stop_requested[0])
 
 
 def exit_code(e: Interrupted) -> int:

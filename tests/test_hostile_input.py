@@ -241,8 +241,17 @@ def test_single_image_category(tmp_path):
 def test_read_folder_always_keeps_a_training_image(tmp_path):
   for i in range(2):
     _save(tmp_path / "good" / f"{i}.png")
-  ds = readers.read_folder(str(tmp_path / "good"), None, S, test_fraction=0.9)
-  assert len(ds.train) == 1 and len(ds.test) == 1
+  _save(tmp_path / "bad" / "0.png")
+  ds = readers.read_folder(str(tmp_path / "good"), str(tmp_path / "bad"), S, test_fraction=0.9)
+  assert len(ds.train) == 1 and ds.test.labels.tolist() == [0, 1]
+
+
+def test_read_folder_without_defective_images_holds_nothing_out(tmp_path):
+  """Clean mode: with nothing defective to test against, every good image is cleaned, whatever test_fraction."""
+  for i in range(3):
+    _save(tmp_path / "good" / f"{i}.png")
+  ds = readers.read_folder(str(tmp_path / "good"), None, S, test_fraction=0.5)
+  assert ds.train.ids == ("0.png", "1.png", "2.png") and len(ds.test) == 0
 
 
 def test_read_folder_same_folder_twice(tmp_path):

@@ -47,7 +47,7 @@ INFEASIBLE = [
                            r"\(8\) into training.*set --config.noise.overlap=True"),
     ({"noise.ratio": 1.0, "noise.mode": "train_share", "noise.on_shortage": "cap"},
      r"--config.noise.ratio=1.0 with --config.noise.on_shortage=cap .*no defective test image is left"),
-    ({"data.defective_root": ""}, r"--config.data.defective_root is empty"),
+    ({"data.test_fraction": 0.0}, r"the test set has no good images .*raise --config.data.test_fraction"),
     ({"method": "maml_iqr", "maml.task_size": 9},
      r"--config.maml.task_size=9: .* the smallest fit set of these 16 training images holds 8; lower "
      r"--config.maml.task_size to at most 8"),
