@@ -64,7 +64,6 @@ def base() -> ml_collections.ConfigDict:
   c.score = ml_collections.ConfigDict()
   c.score.kind = "z2"            # z2: DifferNet's mean z^2 | nll: full negative log-likelihood
   c.score.n_views = 64           # fixed rotations k * 360 / n at evaluation (DifferNet: 64)
-  c.score.batch_size = 32        # images per scoring batch
   c.score.pixel_auroc_images = 8  # test images with masks whose anomaly maps give the pixel AUROC (0: skip;
                                   # a map costs about 8 scorings)
 

@@ -131,7 +131,7 @@ def validate(c) -> None:
     _check(os.path.isfile(c.backbone.weights_path), "backbone.weights_path", c.backbone.weights_path,
            "a torchvision AlexNet .pth file (https://download.pytorch.org/models/alexnet-owt-7be5be79.pth)")
   for flag in ("flow.n_blocks", "flow.hidden", "train.meta_epochs", "train.sub_epochs", "train.batch_size",
-               "train.n_views", "train.n_cached_views", "score.n_views", "score.batch_size", "maml.inner_steps",
+               "train.n_views", "train.n_cached_views", "score.n_views", "maml.inner_steps",
                "maml.tasks_per_batch", "maml.task_size", "maml.meta_epochs", "maml.score_tasks",
                "refine.max_iterations",
                "refine.min_kept", "refine.score_epochs", "refine.folds"):

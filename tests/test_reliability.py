@@ -90,7 +90,7 @@ BAD_VALUES = [
     ("train.view_seed", -1, "integer >= 0"), ("train.max_angle", 181.0, "[0, 180]"),
     ("train.max_angle", -1.0, "[0, 180]"), ("train.brightness", 1.0, "[0, 1)"), ("train.contrast", -0.5, "[0, 1)"),
     ("train.saturation", 2.0, "[0, 1)"), ("score.kind", "l2", "z2 or nll"), ("score.n_views", 0, "positive integer"),
-    ("score.batch_size", 0, "positive integer"), ("maml.inner_lr", 0.0, "positive"), ("maml.meta_lr", -1.0, "positive"),
+    ("maml.inner_lr", 0.0, "positive"), ("maml.meta_lr", -1.0, "positive"),
     ("maml.inner_steps", 0, "positive integer"), ("maml.tasks_per_batch", 0, "positive integer"),
     ("maml.task_size", 1, "at least 2"), ("maml.task_size", 0, "positive integer"),
     ("maml.query_fraction", 0.0, "(0, 1)"), ("maml.query_fraction", 1.0, "(0, 1)"),
