@@ -19,7 +19,8 @@ from tests.conftest import REPO, write_synthetic_folders
 
 STOP_WITHIN_S = 30  # measured: 1-6 s on a loaded 2-core machine (a compile in progress finishes first)
 OVERRIDES = {"noise.ratio": 0.5, "refine.k": 0.1, "refine.max_iterations": 3, "refine.patience": 3,
-             "refine.min_kept": 4, "maml.meta_epochs": 1}
+             "refine.min_kept": 4, "maml.meta_epochs": 1,
+             "refine.warm_start": True}  # the fits carried in checkpoints must resume too
 NUMBERS = ("auroc", "aupr", "removal", "test_scores", "injected_ids", "n_final_train")
 
 

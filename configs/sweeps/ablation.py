@@ -10,7 +10,7 @@
   meta_init     no removal; the final detector starts from a flow meta-trained on the whole noisy set
   differnet     no removal, fresh start (the floor)
 
-Every arm: the same folds, warm start across iterations, stopping rule, iteration cap and final detector
+Every arm: the same folds, fresh fits every iteration (no warm start), stopping rule, iteration cap and final detector
 (32 epochs, fresh init unless meta_init). Cells of both datasets share one content-keyed feature cache.
 
   python -m launch.sweep --sweep=configs/sweeps/ablation.py:mtd --workdir=results/ablation_mtd
@@ -29,7 +29,7 @@ def method_settings() -> dict:
   `refine.score_epochs` (read by iterative only) is the same number of passes as maml_iqr's pretrain + meta."""
   return {"maml": {"inner_update": "normalized", "inner_lr": 0.3, "inner_steps": 5, "pretrain_epochs": 8,
                    "meta_epochs": 2, "score_tasks": 4, "objective": "maml"},
-          "refine": {"max_iterations": 3, "warm_start": True, "score_epochs": 10, "k": 1.5, "folds": 2},
+          "refine": {"max_iterations": 3, "warm_start": False, "score_epochs": 10, "k": 1.5, "folds": 2},
           "train": {"init": "fresh"}}
 
 
