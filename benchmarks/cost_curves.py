@@ -12,6 +12,7 @@ first) and reported apart.
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 
 import jax
@@ -21,6 +22,8 @@ import numpy as np
 from benchmarks import common
 from configs import default as default_config
 from maml_iqr import cleaning, detector, xla_flags
+
+SCORE_ROWS = inspect.signature(detector.score).parameters["batch_size"].default  # images per flow call
 
 
 def _config(quick: bool):
@@ -50,13 +53,13 @@ def _timed(fn, repeats: int) -> tuple[float, float]:
 def curve_score_vs_n(c, flow, params, rng, ns, repeats) -> dict:
   """`detector.score` of N images at the config's views and batch: one compile serves every N."""
   k, dim = c.score.n_views, flow.dim
-  detector.score(flow, params, _feats(rng, 1, k, dim), c.score.kind, c.score.batch_size)  # compile
+  detector.score(flow, params, _feats(rng, 1, k, dim), c.score.kind)  # compile
   pts = []
   for n in ns:
     f = _feats(rng, n, k, dim)
-    _, t = _timed(lambda: detector.score(flow, params, f, c.score.kind, c.score.batch_size), repeats)
+    _, t = _timed(lambda: detector.score(flow, params, f, c.score.kind), repeats)
     pts.append({"n_images": n, "seconds": t, "images_per_s": n / t})
-  return {"views": k, "batch_size": c.score.batch_size, "points": pts,
+  return {"views": k, "batch_size": SCORE_ROWS, "points": pts,
           "fit_vs_n": common.linear_fit(ns, [p["seconds"] for p in pts])}
 
 
@@ -65,7 +68,7 @@ def curve_score_vs_k(c, flow, params, rng, ks, n, repeats) -> dict:
   pts = []
   for k in ks:
     f = _feats(rng, n, k, flow.dim)
-    first, t = _timed(lambda: detector.score(flow, params, f, c.score.kind, c.score.batch_size), repeats)
+    first, t = _timed(lambda: detector.score(flow, params, f, c.score.kind), repeats)
     pts.append({"views": k, "seconds": t, "images_per_s": n / t, "compile_s": max(first - t, 0.0)})
   return {"n_images": n, "points": pts, "fit_vs_k": common.linear_fit(ks, [p["seconds"] for p in pts])}
 
