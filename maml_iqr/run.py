@@ -251,6 +251,7 @@ def main(config, workdir: str, overwrite: bool = False) -> None:
     raise SystemExit(2) from None
   finally:
     workdir_lib.release(workdir)
-  log(f"done: {results['method']} on {results['dataset']}/{results['category']} at noise "
-       f"{results['noise']['ratio']}: test AUROC {results['auroc']:.4f}; results in {workdir}/results.json, "
-       f"report in {workdir}/report.md")
+  measured = (f"at noise {results['noise']['ratio']}: test AUROC {results['auroc']:.4f}" if results["auroc"] is not None
+              else f"(clean mode): {results['removal']['n_removed']} images removed, ranked in {workdir}/suspicious.csv")
+  log(f"done: {results['method']} on {results['dataset']}/{results['category']} {measured}; results in "
+      f"{workdir}/results.json, report in {workdir}/report.md")

@@ -29,7 +29,8 @@ def test_clean_mode_ranks_the_defects_mixed_into_a_real_folder_high(tmp_path):
   c.flow.n_blocks, c.flow.hidden = 4, 128
   c.train.meta_epochs, c.train.sub_epochs, c.train.n_cached_views, c.train.n_views = 4, 4, 4, 4
   c.score.n_views, c.refine.max_iterations, c.maml.pretrain_epochs = 4, 1, 4
-  res = run.train_and_evaluate(c, str(tmp_path / "w"))
+  run.main(c, str(tmp_path / "w"))  # what launch.main runs, its last line included
+  res = json.loads((tmp_path / "w" / "results.json").read_text())
 
   assert res["status"] == "done" and res["auroc"] is None and res["contamination"]["n_test"] == 0
   assert res["stop_rule"].startswith("no labelled validation")
