@@ -294,6 +294,7 @@ def refine(ctx: Context, checkpoint_dir: str, n_train: int, val_labels: np.ndarr
     r.max_iterations = 1
   try:
     while not state.done:
+      raise_if_stopped()
       t0 = time.time()
       carries, train_scores, val_scores, info = score_iteration(ctx, state.kept, fold_of, carries, state.iteration)
       if not (np.all(np.isfinite(train_scores)) and np.all(np.isfinite(val_scores))):

@@ -319,6 +319,7 @@ def stop_on_signals(on_signal=None):
     signal.signal(s, handler)
   try:
     yield
+    raise_if_stopped()  # a signal whose exception was dropped after the last loop's check: still a stop
   finally:
     _stop_requested.clear()
     for s, h in previous.items():
