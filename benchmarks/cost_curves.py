@@ -12,7 +12,6 @@ first) and reported apart.
 from __future__ import annotations
 
 import argparse
-import inspect
 import time
 
 import jax
@@ -21,9 +20,7 @@ import numpy as np
 
 from benchmarks import common
 from configs import default as default_config
-from maml_iqr import cleaning, detector, xla_flags
-
-SCORE_ROWS = inspect.signature(detector.score).parameters["batch_size"].default  # images per flow call
+from maml_iqr import cleaning, detector, saved_model, xla_flags
 
 
 def _config(quick: bool):
@@ -59,7 +56,7 @@ def curve_score_vs_n(c, flow, params, rng, ns, repeats) -> dict:
     f = _feats(rng, n, k, dim)
     _, t = _timed(lambda: detector.score(flow, params, f, c.score.kind), repeats)
     pts.append({"n_images": n, "seconds": t, "images_per_s": n / t})
-  return {"views": k, "batch_size": SCORE_ROWS, "points": pts,
+  return {"views": k, "batch_size": saved_model.RUN_FLOW_ROWS, "points": pts,
           "fit_vs_n": common.linear_fit(ns, [p["seconds"] for p in pts])}
 
 

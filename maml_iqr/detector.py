@@ -15,8 +15,8 @@ import numpy as np
 import optax
 
 from maml_iqr.common import log
-from maml_iqr.workdir import raise_if_stopped
 from maml_iqr.models import flow as flow_lib
+from maml_iqr.workdir import raise_if_stopped
 
 STEPS_PER_CALL = 16  # training steps per jitted chunk: one host round trip per chunk
 # Features are clipped to +-FEATURE_BOUND before the flow. Real backbone features are far inside it

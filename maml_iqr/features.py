@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from maml_iqr.common import log
-from maml_iqr.workdir import raise_if_stopped
 from maml_iqr.data import transforms
+from maml_iqr.workdir import raise_if_stopped
 
 
 

@@ -251,7 +251,9 @@ def main(config, workdir: str, overwrite: bool = False) -> None:
     raise SystemExit(2) from None
   finally:
     workdir_lib.release(workdir)
-  measured = (f"at noise {results['noise']['ratio']}: test AUROC {results['auroc']:.4f}" if results["auroc"] is not None
-              else f"(clean mode): {results['removal']['n_removed']} images removed, ranked in {workdir}/suspicious.csv")
+  if results["auroc"] is None:  # clean mode: nothing to test against
+    measured = f"(clean mode): {results['removal']['n_removed']} images removed, ranked in {workdir}/suspicious.csv"
+  else:
+    measured = f"at noise {results['noise']['ratio']}: test AUROC {results['auroc']:.4f}"
   log(f"done: {results['method']} on {results['dataset']}/{results['category']} {measured}; results in "
       f"{workdir}/results.json, report in {workdir}/report.md")
