@@ -159,6 +159,8 @@ def validate(c) -> None:
   _check(c.train.weight_decay >= 0, "train.weight_decay", c.train.weight_decay, "a value >= 0")
   _check(c.backbone.dtype in ("float32", "bfloat16"), "backbone.dtype", c.backbone.dtype, "float32 or bfloat16")
   _check(c.score.kind in ("z2", "nll"), "score.kind", c.score.kind, "z2 or nll")
+  _check(0 <= c.score.view_offset < 1, "score.view_offset", c.score.view_offset,
+         "a value in [0, 1) (a fraction of the step between views; 0 is DifferNet's grid)")
   _check(0 <= c.train.max_angle <= 180, "train.max_angle", c.train.max_angle, "a value in [0, 180]")
   for flag in ("train.brightness", "train.contrast", "train.saturation"):
     section, name = flag.split(".")
@@ -171,6 +173,7 @@ def validate(c) -> None:
          "a value in (0, 1]")
   _check(0 <= c.refine.auto_k_quantile < 1, "refine.auto_k_quantile", c.refine.auto_k_quantile,
          "0 (off: fixed k) or a quantile in (0, 1)")
+  _check(c.refine.val_tolerance_se >= 0, "refine.val_tolerance_se", c.refine.val_tolerance_se, "a value >= 0")
   _check(_is_int(c.refine.patience) and c.refine.patience >= 1, "refine.patience", c.refine.patience,
          "a positive integer")
   if c.cache_dir:

@@ -69,7 +69,7 @@ def settings(config, backbone) -> dict:
           "input_size": backbone.input_size, "feature_dim": backbone.feature_dim,
           "n_cached_views": t.n_cached_views, "view_seed": t.view_seed, "max_angle": t.max_angle,
           "brightness": t.brightness, "contrast": t.contrast, "saturation": t.saturation,
-          "n_eval_views": config.score.n_views}
+          "n_eval_views": config.score.n_views, "eval_view_offset": config.score.view_offset}
 
 
 def cache_path(cache_dir: str, dataset_name: str, spec: dict) -> str:
@@ -167,7 +167,7 @@ def features(config, backbone, bparams, images: np.ndarray, dataset_name: str) -
                                          dtype=spec["dtype"]),
            "eval": features_lib.extract(backbone, bparams, images[todo],
                                         features_lib.fixed_view_params(len(todo), spec["n_eval_views"],
-                                                                       spec["brightness"], spec["contrast"],
+                                                                       spec["eval_view_offset"], spec["brightness"], spec["contrast"],
                                                                        spec["saturation"]),
                                         label="evaluation views", dtype=spec["dtype"])}
     store = {k: np.concatenate([store[k], new[k]]) for k in new}

@@ -28,14 +28,15 @@ def random_view_params(rng: np.random.Generator, n_images: int, n_views: int, ma
                    rng.uniform(1 - saturation, 1 + saturation, shape)], -1).astype(np.float32)
 
 
-def fixed_view_params(n_images: int, n_views: int, brightness: float = 0.0, contrast: float = 0.0,
+def fixed_view_params(n_images: int, n_views: int, offset: float, brightness: float = 0.0, contrast: float = 0.0,
                       saturation: float = 0.0) -> np.ndarray:
-  """DifferNet's evaluation views: rotations by k * 360 / n_views; with colour strengths > 0, view k also
-  takes brightness, contrast and saturation factors from {1, 1 + s, 1 - s} in a fixed pattern, so the score
-  averages over the same transformation set as training."""
+  """The evaluation views: rotations by (k + offset) * 360 / n_views (DifferNet's grid at offset 0; the default
+  0.5 turns it by half a step, so that no view is axis-aligned: `score.view_offset` in configs/base.py says why).
+  With colour strengths > 0, view k also takes brightness, contrast and saturation factors from
+  {1, 1 + s, 1 - s} in a fixed pattern, so the score averages over the same transformation set as training."""
   k = np.arange(n_views)
-  step = np.array([0.0, 1.0, -1.0])  # view 0 is the image itself
-  p = np.stack([k * 360.0 / n_views, 1 + brightness * step[k % 3], 1 + contrast * step[k // 3 % 3],
+  step = np.array([0.0, 1.0, -1.0])  # view 0 keeps the colours
+  p = np.stack([(k + offset) * 360.0 / n_views, 1 + brightness * step[k % 3], 1 + contrast * step[k // 3 % 3],
                 1 + saturation * step[k // 9 % 3]], -1).astype(np.float32)
   return np.broadcast_to(p, (n_images, n_views, 4)).copy()
 

@@ -46,6 +46,14 @@ def auroc(labels, scores) -> float:
   return float(u / (n_pos * n_neg))
 
 
+def auroc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
+  """Hanley and McNeil's (1982) standard error of an AUROC measured on n_pos defective and n_neg good images:
+  how far a validation AUROC moves by the luck of which images were drawn."""
+  q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+  var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc ** 2) + (n_neg - 1) * (q2 - auc ** 2)) / (n_pos * n_neg)
+  return float(np.sqrt(max(var, 0.0)))
+
+
 def _pr_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """True and false positive counts when flagging score >= t, for each distinct score t, high to low."""
   order = np.argsort(-scores, kind="stable")

@@ -68,8 +68,8 @@ class RefineState:
   kept: np.ndarray
   iteration: int = 0
   history: list = dataclasses.field(default_factory=list)
-  best_iteration: int = -1
-  best_val_auroc: float = -1.0
+  best_iteration: int = -1    # the iteration whose starting set is kept (see `refine_step`)
+  best_val_auroc: float = -1.0  # the highest validation AUROC so far
   stop_reason: str = ""
 
   @property
@@ -89,11 +89,26 @@ class RefineState:
     return np.asarray(self.history[self.best_iteration]["kept_before"], bool)
 
 
+def holds(val_auroc: float, best: float, n_defective: int, n_good: int, tolerance_se: float) -> bool:
+  """Whether an iteration's validation AUROC is as good as the highest so far (`best`, this one included) by the
+  one-standard-error rule; without validation (nan) every iteration holds."""
+  if np.isnan(val_auroc):
+    return True
+  return val_auroc >= best - tolerance_se * metrics.auroc_standard_error(best, n_defective, n_good)
+
+
 def refine_step(state: RefineState, train_scores: np.ndarray, val_labels: np.ndarray, val_scores: np.ndarray,
                 injected: np.ndarray, ids: tuple[str, ...], r, fold_of: np.ndarray | None = None,
                 min_fit: int = 1) -> RefineState:
   """Applies one iteration's IQR removal and the stopping rules (r = config.refine); returns the new state.
-  `fold_of` and `min_fit` keep every fold's fit set large enough (see `select_removals`)."""
+  `fold_of` and `min_fit` keep every fold's fit set large enough (see `select_removals`).
+
+  The stopping rule is a one-standard-error rule: an iteration whose validation AUROC is within
+  `r.val_tolerance_se` standard errors (`metrics.auroc_standard_error`) of the highest so far is as good as it,
+  and the latest such iteration, the most cleaned set, becomes `best_iteration`; refinement stops `r.patience`
+  iterations after it. A drop smaller than the validation set's own noise is no evidence that a removal hurt,
+  and every removal measured so far lowered the injected share of the kept set (README, "Why these settings").
+  `val_tolerance_se=0` keeps the set with the highest validation AUROC."""
   n = len(state.kept)
   auto = None
   if r.auto_k_quantile > 0 and (val_labels == 0).any():
@@ -120,9 +135,10 @@ def refine_step(state: RefineState, train_scores: np.ndarray, val_labels: np.nda
       "scores": [round(float(x), 6) for x in train_scores[state.kept]],
       "scores_injected": injected[state.kept].astype(int).tolist(),
   }
-  best_iteration, best = state.best_iteration, state.best_val_auroc
-  if np.isnan(val_auroc) or val_auroc > best:
-    best_iteration, best = state.iteration, (best if np.isnan(val_auroc) else val_auroc)
+  best = state.best_val_auroc if np.isnan(val_auroc) else max(state.best_val_auroc, val_auroc)
+  best_iteration = state.best_iteration
+  if holds(val_auroc, best, int((val_labels == 1).sum()), int((val_labels == 0).sum()), r.val_tolerance_se):
+    best_iteration = state.iteration
   reason = ""
   if state.iteration - best_iteration >= r.patience:
     reason = "stalled"

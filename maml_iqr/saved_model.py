@@ -39,7 +39,7 @@ from maml_iqr.io import is_writer, write_atomic
 from maml_iqr.models import backbones
 from maml_iqr.models import flow as flow_lib
 
-FORMAT_VERSION = 1  # bump when detector.json or the parameter layout changes: other versions are refused
+FORMAT_VERSION = 2  # bump when detector.json or the parameter layout changes: other versions are refused
 DETECTOR_JSON = "detector.json"
 PARAMS_DIR = "params"
 # Without labelled defects the threshold is this quantile of the kept training images' scores. Those images
@@ -83,7 +83,8 @@ class Detector:
   def view_params(self, n_images: int) -> np.ndarray:
     """The fixed evaluation views the run scored its test images with (`features.fixed_view_params`)."""
     v = self.spec["views"]
-    return features_lib.fixed_view_params(n_images, v["n_views"], v["brightness"], v["contrast"], v["saturation"])
+    return features_lib.fixed_view_params(n_images, v["n_views"], v["offset"], v["brightness"], v["contrast"],
+                                          v["saturation"])
 
 
 def operating_threshold(val_labels, val_scores, kept_train_scores) -> dict:
@@ -117,8 +118,9 @@ def describe(config, backbone: backbones.Backbone, threshold: dict, trained_on: 
                    "weights_identity": weights_identity(b.name, b.weights_path),
                    "stages": list(b.stages) if b.name != "alexnet" else None, "dtype": b.dtype,
                    "input_size": backbone.input_size},
-      "views": {"n_views": config.score.n_views, "brightness": config.train.brightness,
-                "contrast": config.train.contrast, "saturation": config.train.saturation},
+      "views": {"n_views": config.score.n_views, "offset": config.score.view_offset,
+                "brightness": config.train.brightness, "contrast": config.train.contrast,
+                "saturation": config.train.saturation},
       "score": {"kind": config.score.kind},
       "threshold": threshold,
       "trained_on": trained_on or {},
@@ -203,7 +205,8 @@ def _check_fields(spec: dict) -> None:
   f, b, v = spec["flow"], spec["backbone"], spec["views"]
   int(f["dim"]), int(f["seed"]), dict(f["settings"])
   str(b["name"]), str(b["weights_identity"]), str(b["dtype"]), int(b["input_size"])
-  int(v["n_views"]), float(v["brightness"]), float(v["contrast"]), float(v["saturation"])
+  int(v["n_views"]), float(v["offset"]), float(v["brightness"]), float(v["contrast"]),
+  float(v["saturation"])
   if spec["score"]["kind"] not in ("z2", "nll"):
     raise ValueError(f"score kind {spec['score']['kind']!r}")
   if not np.isfinite(float(spec["threshold"]["value"])):

@@ -84,7 +84,7 @@ def test_bfloat16_backbone_features_are_close_to_float32():
   bb = backbones.get_backbone("efficientnet_lite0")
   bparams = bb.load()
   images = np.random.default_rng(0).integers(0, 255, (2, 224, 224, 3), dtype=np.uint8)
-  views = features_lib.fixed_view_params(2, 2)
+  views = features_lib.fixed_view_params(2, 2, 0.0)
   f32 = features_lib.extract(bb, bparams, images, views)
   bf16 = features_lib.extract(bb, bparams, images, views, dtype="bfloat16")
   assert bf16.dtype == np.float32

@@ -76,6 +76,8 @@ def test_other_settings_use_another_cache_and_damage_is_recomputed(tmp_path, bac
   assert computed == [4, 4]
   _, _, computed = _features(tmp_path, root / "good", backbone, monkeypatch, **{"train.max_angle": 90.0})
   assert computed == [4, 4]  # other views: other features, another file
+  _, _, computed = _features(tmp_path, root / "good", backbone, monkeypatch, **{"score.view_offset": 0.0})
+  assert computed == [4, 4]  # other evaluation views (DifferNet's aligned grid)
   for path in (tmp_path / "cache").glob("*.npz"):
     path.write_bytes(path.read_bytes()[:100])  # truncated
   _, _, computed = _features(tmp_path, root / "good", backbone, monkeypatch)

@@ -7,7 +7,7 @@ from maml_iqr.refine import RefineState, iqr_threshold, refine_step, select_remo
 
 def _cfg(**kw):
   c = ml_collections.ConfigDict(dict(k=1.5, auto_k_quantile=0.0, max_remove_per_iteration=1.0, max_remove_total=1.0, min_kept=1,
-                                     patience=1, max_iterations=5))
+                                     patience=1, max_iterations=5, val_tolerance_se=0.0))
   c.update(kw)
   return c
 
@@ -118,3 +118,54 @@ def test_ranking_reports_last_scores_and_undone_removals():
   assert list(np.flatnonzero(r["removed"])) == [9] and r["removed_at"][9] == 0
   assert (r["removed_at"][:9] == -1).all()
   assert r["score"][9] == 50.0 and r["score"][8] == 40.0 and r["score"][7] == 30.0 and r["score"][0] == 0.0
+
+
+def test_one_standard_error_rule_keeps_the_more_cleaned_set_unless_validation_drops_beyond_its_noise():
+  """200 + 200 validation images: the standard error of an AUROC near 0.8 is about 0.022. Iteration 1 removes two
+  more images and validates 0.01 lower: within one standard error, so its set is kept (the rule with tolerance 0
+  returns to iteration 0's). A drop of 0.1 is beyond it: stalled, iteration 1's set."""
+  from maml_iqr import metrics
+  rng = np.random.default_rng(0)
+  val_labels = np.r_[np.zeros(200, int), np.ones(200, int)]
+
+
+  def run(tolerance, second_val):
+    n, ids = 30, tuple(f"i{j}" for j in range(30))
+    injected = np.zeros(n, bool)
+    injected[-4:] = True
+    state = RefineState(np.ones(n, bool))
+    for scores, val in ((np.r_[np.linspace(0, 1, n - 4), 0.5, 0.6, 40.0, 50.0], first),
+                        (np.r_[np.linspace(0, 1, n - 4), 30.0, 40.0, 0.0, 0.0], second_val),
+                        (np.r_[np.linspace(0, 1, n - 4), 0.0, 0.0, 0.0, 0.0], second_val)):
+      state = refine_step(state, scores, val_labels, val, injected, ids,
+                          _cfg(val_tolerance_se=tolerance, max_iterations=3))
+      if state.done:
+        break
+    return state, injected
+
+  first = np.r_[rng.normal(0, 1, 200), rng.normal(np.sqrt(2) * 0.8416, 1, 200)]  # AUROC about 0.8
+  a1 = metrics.auroc(val_labels, first)
+  se = metrics.auroc_standard_error(a1, 200, 200)
+  assert 0.015 < se < 0.03
+  slightly = first.copy()
+  slightly[200:] -= 0.05  # a little worse
+  assert a1 - se < metrics.auroc(val_labels, slightly) < a1
+  state, injected = run(1.0, slightly)
+  assert state.best_iteration == 2 and (state.final_kept() == ~injected).all()
+  state, _ = run(0.0, slightly)
+  assert state.stop_reason == "stalled" and state.best_iteration == 0 and state.final_kept().all()
+  much = first.copy()
+  much[200:] -= 1.0
+  assert metrics.auroc(val_labels, much) < a1 - 2 * se
+  state, _ = run(1.0, much)
+  assert state.stop_reason == "stalled" and state.best_iteration == 0 and state.final_kept().all()
+
+
+def test_auroc_standard_error_matches_the_spread_of_resampled_validation_sets():
+  """Hanley-McNeil's formula against the measured spread of AUROC over 2000 independent validation draws."""
+  from maml_iqr import metrics
+  rng = np.random.default_rng(1)
+  labels = np.r_[np.zeros(40, int), np.ones(60, int)]
+  aucs = [metrics.auroc(labels, np.r_[rng.normal(0, 1, 40), rng.normal(1.2, 1, 60)]) for _ in range(2000)]
+  se = metrics.auroc_standard_error(float(np.mean(aucs)), 60, 40)
+  assert abs(se - np.std(aucs)) < 0.1 * np.std(aucs)

@@ -208,7 +208,7 @@ def test_efficientnet_features_of_constant_images_are_finite():
   bb = backbones.get_backbone("efficientnet_lite0")
   images = np.stack([np.full((bb.input_size, bb.input_size, 3), v, np.uint8) for v in (0, 255, 128)])
   images[2, ::2] = 255  # saturated stripes on grey
-  feats = features_lib.extract(bb, bb.load(), images, features_lib.fixed_view_params(3, 2), batch_images=4)
+  feats = features_lib.extract(bb, bb.load(), images, features_lib.fixed_view_params(3, 2, 0.0), batch_images=4)
   assert feats.shape == (3, 2, bb.feature_dim) and np.isfinite(feats).all()
   flow = flow_lib.Flow(bb.feature_dim, n_blocks=2, hidden=64, zero_init=False)
   params = flow.init(jax.random.key(0), jnp.zeros((1, bb.feature_dim)))

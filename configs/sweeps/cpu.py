@@ -15,5 +15,4 @@ def overrides() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       "flow": {"hidden": 512},
       "train": {"meta_epochs": 8, "sub_epochs": 4},
-      "score": {"n_views": 64},
   })

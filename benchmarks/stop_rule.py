@@ -1,0 +1,84 @@
+"""Replays stopping rules on recorded refinement trajectories (configs/sweeps/stop_rule.py) and prints, per rule,
+the mean removal recall and share of good images lost of the sets they keep. Training-set labels only: no test
+image is read.
+
+  python -m benchmarks.stop_rule --roots=results/stop_rule_elpv,results/stop_rule_mtd --out=results/stop_rule.json
+
+The rule, stated before the trajectories were run: `refine.val_tolerance_se` is the largest tolerance in
+TOLERANCES whose kept sets lose at most 5 % of the good training images on average over every run (0 % noise
+included). A larger tolerance never keeps a less-cleaned set, so it is the one with the highest recall within
+that budget.
+"""
+import glob
+import json
+import os
+
+import numpy as np
+from absl import app, flags
+
+from maml_iqr.io import write_json
+from maml_iqr.refine import holds
+
+flags.DEFINE_list("roots", ["results/stop_rule_elpv", "results/stop_rule_mtd"], "Sweep folders.")
+flags.DEFINE_string("out", None, "JSON file for the figures.")
+FLAGS = flags.FLAGS
+TOLERANCES = (0.0, 0.5, 1.0, 2.0, 100.0)
+GOOD_LOST_BUDGET = 0.05
+
+
+def replay(results: dict, tolerance: float, patience: int = 1) -> int:
+  """The number of iterations whose removals the rule keeps (0: none) on one recorded trajectory."""
+  c = results["contamination"]
+  n_bad, n_good = c["n_val_defective"], c["n_val"] - c["n_val_defective"]
+  best, chosen, history = -1.0, -1, results["refinement"]
+  for h in history:  # as refine.refine_step decides, iteration by iteration
+    i, auc = h["iteration"], h["val_auroc"]
+    best = best if np.isnan(auc) else max(best, auc)
+    if holds(auc, best, n_bad, n_good, tolerance):
+      chosen = i
+    if i - chosen >= patience or h["n_removed"] == 0 or h is history[-1]:
+      # stopped at i: the set after i's removals if i holds (RefineState.final_kept), else chosen's starting set
+      return i + 1 if chosen == i else chosen
+  raise ValueError("empty trajectory")
+
+
+def kept_quality(results: dict, n_iterations: int) -> dict:
+  """Recall and good lost of the set after the first `n_iterations` iterations' removals."""
+  h = results["refinement"][:n_iterations]
+  c = results["contamination"]
+  removed_bad = sum(x["removed_injected"] for x in h)
+  removed_good = sum(x["removed_good"] for x in h)
+  return {"recall": removed_bad / c["n_injected"] if c["n_injected"] else None,
+          "good_lost": removed_good / c["n_good_train"]}
+
+
+def main(argv):
+  del argv
+  runs = []
+  for root in FLAGS.roots:
+    for path in sorted(glob.glob(os.path.join(root, "**", "results.json"), recursive=True)):
+      r = json.load(open(path))
+      if r.get("status") == "done" and r.get("refinement"):
+        runs.append((os.path.relpath(path, root), r))
+  table = {}
+  for t in TOLERANCES:
+    rows = [dict(kept_quality(r, replay(r, t)), run=name, dataset=r["dataset"], noise=r["noise"]["ratio"])
+            for name, r in runs]
+    recall = [x["recall"] for x in rows if x["recall"] is not None]
+    table[t] = {"mean_recall": float(np.mean(recall)), "mean_good_lost": float(np.mean([x["good_lost"] for x in rows])),
+                "runs": rows}
+    print(f"tolerance {t:>5g} SE: mean recall {table[t]['mean_recall']:.3f} (noisy runs), mean good lost "
+          f"{table[t]['mean_good_lost']:.3f} (all {len(rows)} runs)")
+    for x in rows:
+      rec = "-" if x["recall"] is None else f"{x['recall']:.2f}"
+      print(f"    {x['run']:<50} recall {rec:>5} good lost {x['good_lost']:.3f}")
+  ok = [t for t in TOLERANCES if table[t]["mean_good_lost"] <= GOOD_LOST_BUDGET]
+  chosen = max(ok) if ok else 0.0
+  print(f"rule (largest tolerance losing at most {GOOD_LOST_BUDGET:.0%} of the good images on average): {chosen:g}")
+  if FLAGS.out:
+    write_json(FLAGS.out, {"tolerances": {str(t): v for t, v in table.items()}, "chosen": chosen,
+                           "good_lost_budget": GOOD_LOST_BUDGET})
+
+
+if __name__ == "__main__":
+  app.run(main)
