@@ -122,6 +122,14 @@ def is_done(folder: str, config=None) -> bool:
   return workdir.results_status(folder) == "done" and (config is None or made_by(folder, config))
 
 
+def done_by_this_sweep(sweep, root: str, cell: dict) -> bool:
+  """The cell is finished and was made by the config this sweep gives it (a cell another config made is rerun)."""
+  try:
+    return is_done(cell_dir(root, cell), cell_config(sweep, cell, root))
+  except workdir.user_errors():
+    return False
+
+
 def run_cells(sweep, root: str, todo: list[dict], overwrite: bool = False) -> list[str]:
   """Runs the cells not done yet, one after another in this process. A cell that fails with a user's error
   is marked failed and the sweep goes on; returns one line per failed cell."""
@@ -143,7 +151,7 @@ def run_cells(sweep, root: str, todo: list[dict], overwrite: bool = False) -> li
     finally:
       workdir.release(folder)
     done_now += 1
-    left = sum(workdir.results_status(cell_dir(root, c)) != "done" for c in todo[k + 1:])
+    left = sum(not done_by_this_sweep(sweep, root, c) for c in todo[k + 1:])
     per_cell = (time.time() - start) / done_now
     print(f"[sweep] cell {k + 1}/{total} {cell} AUROC {result['auroc']:.4f} in {time.time() - t:.0f} s; "
           f"{left} left, about {left * per_cell / 60:.1f} min", flush=True)
@@ -210,7 +218,7 @@ def sweep_main() -> int:
   todo = cells(sweep)
   failed: list[str] = []
   if not FLAGS.tables_only:
-    finished = sum(workdir.results_status(cell_dir(root, c)) == "done" for c in todo)
+    finished = sum(done_by_this_sweep(sweep, root, c) for c in todo)
     print(f"[sweep] {len(todo)} cells, {finished} already done", flush=True)
     if FLAGS.shard:
       i, n = map(int, FLAGS.shard.split("/"))

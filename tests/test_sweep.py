@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from launch.sweep import cells, load_experiment
+from launch.sweep import cells, done_by_this_sweep, load_experiment
 from tests.conftest import REPO, write_synthetic_folders
 
 
@@ -42,6 +42,14 @@ def get_config():
   again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0 and "4 cells, 4 already done" in again.stdout
   assert "[sweep] cell" not in again.stdout  # nothing re-run
+  # cells made by another config are not counted as done (they are rerun): here, other MAML settings
+  spec = importlib.util.spec_from_file_location("sweep_config", sweep)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  same, other = module.get_config(), module.get_config()
+  other.overrides.maml.meta_epochs = 2
+  assert all(done_by_this_sweep(same, str(tmp_path / "out"), c) for c in cells(same))
+  assert not any(done_by_this_sweep(other, str(tmp_path / "out"), c) for c in cells(other))
 
 
 def test_every_sweep_config_loads_and_names_real_experiments():

@@ -42,7 +42,7 @@ def get_config(arg: str = "mtd"):
   s.experiment = experiment
   s.overrides = cpu.overrides()
   s.overrides.update(settings)
-  s.overrides.score.pixel_auroc_images = 0  # image-level ablation: no anomaly maps (minutes per cell on a CPU)
+  s.overrides.score = {"pixel_auroc_images": 0}  # image-level ablation: no anomaly maps (minutes per cell on a CPU)
   s.categories = (category,)
   s.noise = cpu.NOISE
   s.seeds = (0, 1, 2)
