@@ -48,7 +48,7 @@ def random_detector():
   rotations by 0, 120 and 240 degrees, which interpolate (unlike multiples of 90) and fill the corners."""
   c = base()
   c.flow.hidden, c.flow.n_blocks, c.flow.zero_init = 32, 2, False
-  c.score.n_views = 3
+  c.score.n_views, c.score.view_offset = 3, 0.0
   bb = backbones.get_backbone("efficientnet_lite0")
   flow = detector.make_flow(c, bb.feature_dim)
   spec = saved_model.describe(c, bb, {"value": 0.0, "rule": "test"})
