@@ -9,8 +9,8 @@ form a test set, and the run reports test AUROC as the other experiments do.
 
 Expected (README, "Clean your own images"; measured 2026-12-02 on a shared 2-core AMD EPYC CPU): 300 Magnetic
 Tile good tiles + 20 defective, with the CPU table settings (--config.flow.hidden=512
---config.train.meta_epochs=8 --config.train.sub_epochs=4): 12.4 min; the cleaning scores rank the defective
-tiles at AUROC 0.54 (3 of them among the 27 removed). These defaults (DifferNet's 2048-wide flow, 192 epochs)
+--config.train.meta_epochs=8 --config.train.sub_epochs=4): 4.0 min; the cleaning scores rank the defective
+tiles at AUROC 0.55 (3 of them among the 13 removed). These defaults (DifferNet's 2048-wide flow, 192 epochs)
 have not been timed on a CPU.
 """
 from configs.base import base, variant
