@@ -201,3 +201,21 @@ def write_json(path: str, obj) -> None:
   os.makedirs(d, exist_ok=True)
   with open(path, "w") as f:
     json.dump(clean(obj), f, indent=1)
+
+
+def real_features(c):
+  """What the real-data benchmarks share: the config's backbone, its noisy split (seed, noise of `c`), the
+  split's features from the cache (`run.split_features`, training views on the device) and a fresh flow module.
+  Returns (split, feats, flow)."""
+  from maml_iqr import detector, run  # noqa: PLC0415 - jax-heavy, only the real-data benchmarks need it
+  from maml_iqr.data import readers  # noqa: PLC0415
+  from maml_iqr.data.contamination import contaminate  # noqa: PLC0415
+  from maml_iqr.models import backbones  # noqa: PLC0415
+  backbone = backbones.get_backbone(c.backbone.name, c.backbone.weights_path or None,
+                                    tuple(c.backbone.stages) if c.backbone.name != "alexnet" else None)
+  bparams = backbone.load()
+  dataset = readers.read(c.data, backbone.input_size)
+  split = contaminate(dataset, c.noise.ratio, c.noise.mode, c.noise.overlap, c.seed, c.noise.on_shortage,
+                      c.noise.val_fraction)
+  feats = run.split_features(c, backbone, bparams, dataset, split)
+  return split, dict(feats, train=jnp.asarray(feats["train"])), detector.make_flow(c, backbone.feature_dim)

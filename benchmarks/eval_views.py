@@ -19,17 +19,14 @@ printed for the record and never used to choose.
 import json
 import time
 
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks import common
 from configs.sweeps import cpu
 from maml_iqr import cleaning, config_check, detector, metrics, run, xla_flags
 from maml_iqr.common import log
-from maml_iqr.data import readers
-from maml_iqr.data.contamination import contaminate
 from maml_iqr.io import write_json
-from maml_iqr.models import backbones
 
 flags.DEFINE_list("configs", ["configs/default.py", "configs/mtd.py"], "Experiment configs (files).")
 flags.DEFINE_string("out", None, "JSON file for the figures.")
@@ -45,20 +42,14 @@ def measure(path: str, seed: int) -> dict:
   c = config_check.load_config_file(path)
   c.update(cpu.overrides().to_dict())
   c.cache_dir, c.noise.ratio, c.seed, c.method = FLAGS.cache_dir, FLAGS.noise, seed, "differnet"
-  backbone = backbones.get_backbone(c.backbone.name, c.backbone.weights_path or None, tuple(c.backbone.stages))
-  bparams = backbone.load()
-  dataset = readers.read(c.data, backbone.input_size)
-  split = contaminate(dataset, c.noise.ratio, c.noise.mode, c.noise.overlap, c.seed, c.noise.on_shortage,
-                      c.noise.val_fraction)
-  feats = run.split_features(c, backbone, bparams, dataset, split)
-  feats = dict(feats, train=jnp.asarray(feats["train"]))
-  flow = detector.make_flow(c, backbone.feature_dim)
+  c.score.n_views, c.score.view_offset = 64, 0.0  # DifferNet's grid: every measured grid is a subset of it
+  split, feats, flow = common.real_features(c)
   ctx = cleaning.Context(c, flow, feats, run.training_data(c, feats))
   t = time.time()
   params, _ = cleaning.train_flow(ctx, np.ones(len(split.train), bool), c.train.meta_epochs * c.train.sub_epochs,
                                   (5,))
   train_s = time.time() - t
-  row = {"config": path, "dataset": dataset.name, "seed": seed, "train_s": round(train_s, 1)}
+  row = {"config": path, "dataset": c.data.name, "seed": seed, "train_s": round(train_s, 1)}
   for n in VIEWS:
     step = 64 // n
     for grid, views in (("aligned", np.arange(0, 64, step)), ("offset", np.arange(step // 2, 64, step))):

@@ -11,17 +11,13 @@ import itertools
 import json
 import time
 
-import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from benchmarks import common
 from configs.sweeps import cpu
-from maml_iqr import cleaning, detector, metrics, run, xla_flags
-from maml_iqr.data import readers
-from maml_iqr.data.contamination import contaminate
+from maml_iqr import cleaning, metrics, run, xla_flags
 from maml_iqr.io import write_json
-from maml_iqr.models import backbones
 
 config_flags.DEFINE_config_file("config", None, "Experiment config (configs/*.py).", lock_config=False)
 flags.DEFINE_string("out", None, "JSON file for the figures.")
@@ -44,15 +40,7 @@ def main(argv):
   c.update(cpu.overrides().to_dict())
   c.cache_dir, c.noise.ratio, c.maml.meta_epochs = FLAGS.cache_dir, FLAGS.noise, FLAGS.meta_epochs
   c.maml.pretrain_epochs, c.maml.score_tasks = FLAGS.pretrain_epochs, FLAGS.score_tasks
-  backbone = backbones.get_backbone(c.backbone.name, c.backbone.weights_path or None,
-                                    tuple(c.backbone.stages) if c.backbone.name != "alexnet" else None)
-  bparams = backbone.load()
-  dataset = readers.read(c.data, backbone.input_size)
-  split = contaminate(dataset, c.noise.ratio, c.noise.mode, c.noise.overlap, c.seed, c.noise.on_shortage,
-                      c.noise.val_fraction)
-  feats = run.split_features(c, backbone, bparams, dataset, split)
-  feats = dict(feats, train=jnp.asarray(feats["train"]))
-  flow = detector.make_flow(c, backbone.feature_dim)
+  split, feats, flow = common.real_features(c)
   injected = run.injected_mask(split)
   fold_of = cleaning.fold_assignment(c, len(split.train))
   fit_on, held_out = fold_of != 0, fold_of == 0
@@ -81,7 +69,7 @@ def main(argv):
                seconds=round(time.time() - t, 1))
     rows.append(row)
     print(json.dumps(row), flush=True)
-  write_json(FLAGS.out, {"dataset": dataset.name, "category": dataset.category, "noise": c.noise.ratio,
+  write_json(FLAGS.out, {"dataset": c.data.name, "category": c.data.category, "noise": c.noise.ratio,
                          "meta_epochs": c.maml.meta_epochs, "pretrain_epochs": c.maml.pretrain_epochs,
                          "score_tasks": c.maml.score_tasks, "flow_hidden": c.flow.hidden,
                          "n_fit": int(fit_on.sum()), "rows": rows})

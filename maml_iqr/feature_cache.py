@@ -167,8 +167,8 @@ def features(config, backbone, bparams, images: np.ndarray, dataset_name: str) -
                                          dtype=spec["dtype"]),
            "eval": features_lib.extract(backbone, bparams, images[todo],
                                         features_lib.fixed_view_params(len(todo), spec["n_eval_views"],
-                                                                       spec["eval_view_offset"], spec["brightness"], spec["contrast"],
-                                                                       spec["saturation"]),
+                                                                       spec["eval_view_offset"], spec["brightness"],
+                                                                       spec["contrast"], spec["saturation"]),
                                         label="evaluation views", dtype=spec["dtype"])}
     store = {k: np.concatenate([store[k], new[k]]) for k in new}
     _write(path, spec, store)
