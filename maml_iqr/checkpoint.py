@@ -15,6 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from maml_iqr.common import log
+from maml_iqr.workdir import deferred_stop
 
 
 _EMPTY = {"empty": np.zeros((1,), np.float32)}
@@ -32,9 +33,10 @@ class Checkpointer:
     # as host numpy: orbax refuses process-local jax.Arrays in a multi-process run; an empty tree it cannot
     # save at all (it waits forever for a signal)
     params = jax.tree.map(np.asarray, params) if params else _EMPTY
-    self._manager.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                                     meta=ocp.args.JsonSave(meta)), force=True)
-    self._manager.wait_until_finished()
+    with deferred_stop():
+      self._manager.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                                       meta=ocp.args.JsonSave(meta)), force=True)
+      self._manager.wait_until_finished()
 
   def restore_latest(self, params_like):
     """(step, params, meta) of the newest readable step, or None when there is none."""

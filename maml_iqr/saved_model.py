@@ -36,6 +36,7 @@ from maml_iqr import features as features_lib
 from maml_iqr import metrics
 from maml_iqr.feature_cache import weights_identity
 from maml_iqr.io import is_writer, write_atomic
+from maml_iqr.workdir import deferred_stop
 from maml_iqr.models import backbones
 from maml_iqr.models import flow as flow_lib
 
@@ -157,7 +158,7 @@ def _save(path: str, spec: dict, params) -> None:
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.")
   try:
-    with _checkpointer() as checkpointer:
+    with deferred_stop(), _checkpointer() as checkpointer:
       checkpointer.save(os.path.join(staging, PARAMS_DIR), params)
       checkpointer.wait_until_finished()
     write_atomic(os.path.join(staging, DETECTOR_JSON), json.dumps(spec, indent=2) + "\n")

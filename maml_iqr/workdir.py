@@ -312,8 +312,9 @@ def stop_on_signals(on_signal=None):
     _stop_requested.append(signum)
     if on_signal is not None:
       on_signal(signum)
-    if not _in_gc_callback(frame):  # there it would be printed and dropped: the next `raise_if_stopped` raises
-      raise Interrupted(signum)
+    if _deferring or _in_gc_callback(frame):  # `deferred_stop` raises on leaving; in a gc callback it would be
+      return                                   # printed and dropped: the next `raise_if_stopped` raises
+    raise Interrupted(signum)
 
   for s in STOP_SIGNALS:
     signal.signal(s, handler)
@@ -336,6 +337,20 @@ def _in_gc_callback(frame) -> bool:
 
 
 _stop_requested: list[int] = []  # the signal that arrived inside `stop_on_signals`, until it is left
+_deferring: list[bool] = []  # non-empty inside `deferred_stop`
+
+
+@contextlib.contextmanager
+def deferred_stop():
+  """Inside, a stop signal is only recorded; it raises `Interrupted` when the block ends. For writes that must
+  finish once begun: an exception raised in orbax's wait for its save thread is logged by orbax as a failed
+  save (with a traceback) and can leave the step unfinalised, though the save itself completes in milliseconds."""
+  _deferring.append(True)
+  try:
+    yield
+  finally:
+    _deferring.pop()
+  raise_if_stopped()
 
 
 def raise_if_stopped() -> None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, write_synthetic_folders
@@ -153,3 +154,23 @@ def get_config():
   assert "the sweep parent started a JAX backend" not in out
   assert out.count("resumed refinement after iteration") == 2, out[-3000:]
   assert all(json.loads((c / "results.json").read_text())["status"] == "done" for c in cells)
+
+
+def test_a_signal_during_a_checkpoint_save_lets_the_save_finish_then_stops(tmp_path):
+  """The CI failure of 72ccaee: SIGTERM landed in orbax's wait for its save thread; orbax logged the exception
+  as a failed save, with a traceback. A save now finishes first and the stop is raised right after it."""
+  from maml_iqr import checkpoint, workdir  # noqa: PLC0415
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"))
+  original = ckpt._manager.wait_until_finished
+
+  def signal_then_wait():
+    os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at the next bytecode: inside the save's wait
+    original()
+
+  ckpt._manager.wait_until_finished = signal_then_wait
+  with pytest.raises(workdir.Interrupted), workdir.stop_on_signals():
+    ckpt.save(3, {"w": np.ones(2, np.float32)}, {"iteration": 3})
+    pytest.fail("the stop was not raised when the save ended")
+  ckpt._manager.wait_until_finished = original
+  step, params, meta = checkpoint.Checkpointer(str(tmp_path / "ckpt")).restore_latest({"w": np.zeros(2, np.float32)})
+  assert step == 3 and meta == {"iteration": 3} and params["w"].tolist() == [1.0, 1.0]
