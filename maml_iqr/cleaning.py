@@ -137,9 +137,6 @@ def task_rows(ctx: Context, rng: np.random.Generator, image_idx: np.ndarray) -> 
   return feats[jnp.asarray(image_idx)[..., None], jnp.asarray(views)]
 
 
-DIAGNOSTIC_STEPS = 4
-
-
 def meta_steps(config, n_images: int) -> tuple[int, int]:
   """(tasks per step, steps): tasks a multiple of the device count; `maml.meta_epochs` passes over the images."""
   m = config.maml
@@ -153,9 +150,9 @@ def meta_train(ctx: Context, mask: np.ndarray, params, stage: tuple):
   after `maml.pretrain_epochs` epochs of the detector's plain training on the same images (a flow worth
   adapting, at a fraction of a meta-step's cost per image; 0: none).
 
-  Returns the meta-parameters, the meta-losses, and the inner loop's diagnostics (`maml.diagnostics`) averaged
-  over `DIAGNOSTIC_STEPS` steps spread over the last meta-epoch, measured at the parameters each of those steps
-  starts from (each costs about two meta-steps).
+  Returns the meta-parameters, the meta-losses, and the inner loop's diagnostics (`maml.diagnostics`) on the
+  tasks of the last meta-step, at the parameters it starts from. One diagnosed step costs about two meta-steps:
+  at four steps per fit they took a fifth of a maml_iqr iteration (benchmarks/profile_iteration.py).
   """
   c = ctx.config
   m = c.maml
@@ -168,8 +165,6 @@ def meta_train(ctx: Context, mask: np.ndarray, params, stage: tuple):
   opt_state = optimizer.init(params)
   idx = np.flatnonzero(mask)
   n_tasks, steps = meta_steps(c, len(idx))
-  last_epoch = steps - steps // m.meta_epochs
-  diagnose_at = set(np.linspace(last_epoch, steps - 1, DIAGNOSTIC_STEPS).round().astype(int).tolist())
   rng = stage_rng(c.seed, 3, *stage)
   losses, diags = [], []
   start = last = time.time()
@@ -182,7 +177,7 @@ def meta_train(ctx: Context, mask: np.ndarray, params, stage: tuple):
     s_idx, q_idx = maml.sample_tasks(rng, idx, n_tasks, m.task_size, m.query_fraction)
     rows = task_rows(ctx, rng, np.concatenate([s_idx, q_idx], 1))  # (tasks, task_size, n_views, D)
     tasks = {"support": rows[:, :s_idx.shape[1]], "query": rows[:, s_idx.shape[1]:]}
-    if i in diagnose_at:
+    if i == steps - 1:
       diags.append({k: float(v) for k, v in diagnose(params, tasks).items()})
       ctx.writer.scalars(i, {_tag(f"maml_{k}", stage): v for k, v in diags[-1].items()})
     params, opt_state, out = step(params, opt_state, tasks)

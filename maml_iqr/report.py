@@ -88,7 +88,7 @@ def write(workdir: str, results: dict) -> None:
     lines.append("")
     fits = [(h["iteration"], h["meta"]) for h in results["refinement"] if "support_drop" in h.get("meta", {})]
     if fits:
-      lines += ["### Does the inner loop adapt? (last meta-epoch, mean over folds, in the loss's units)", "",
+      lines += ["### Does the inner loop adapt? (last meta-step, mean over folds, in the loss's units)", "",
                 "| iteration | support-loss drop | query-loss drop | cosine(meta-gradient, query gradient) | "
                 "meta-loss first epoch | last epoch |", "|---|---|---|---|---|---|"]
       lines += [f"| {i} | {_fmt(f['support_drop'], 5)} | {_fmt(f['query_drop'], 5)} | {_fmt(f['grad_cosine'], 4)} | "

@@ -49,6 +49,9 @@ def test_each_method_writes_the_output_contract(folders, tmp_path, method):
     assert (tmp_path / "refine_scores.png").exists()
   if method == "one_shot":
     assert len(on_disk["refinement"]) == 1
+  if method == "maml_iqr":  # the inner loop's diagnostics reach results.json and report.md
+    assert set(h["meta"]) >= {"support_drop", "query_drop", "grad_cosine"} and -1 <= h["meta"]["grad_cosine"] < 1
+    assert "Does the inner loop adapt?" in (tmp_path / "report.md").read_text()
 
 
 def test_no_recompile_across_refinement_iterations(folders, tmp_path, monkeypatch):
