@@ -3,9 +3,12 @@ on real features, for `iterative` and `maml_iqr` at the ablation's settings (con
 prints seconds per stage. The iteration runs twice on the same kept set: the first includes the compiles, the
 second is the steady state a table cell pays at every later iteration.
 
-  python -m benchmarks.profile_iteration --config=configs/elpv.py --out=results/benchmarks/profile_elpv.json
+  python -m benchmarks.profile_iteration --config=configs/elpv.py --config.data.category=mono \
+      --out=results/benchmarks/profile_iteration_elpv.json
 
-Stages: `pretrain`/`train` (plain flow epochs), `meta_step` (MAML meta-steps), `diagnostics` (the inner loop's
+Any `--config.KEY=VALUE` is applied after the ablation's settings only if the ablation does not pin KEY; the
+ablation's own settings are the point of the profile. Stages: `train` (plain flow epochs: iterative's fits,
+maml_iqr's pretraining), `meta_step` (MAML meta-steps), `diagnostics` (the inner loop's
 diagnostics, `maml.diagnostics`), `adapt` (the inner loop run to make the scorers), `score` (the scorers on the
 held-out fold and the validation set). Each call is blocked on, so a stage's time is its own.
 """
@@ -27,7 +30,6 @@ flags.DEFINE_string("out", None, "JSON file for the figures.")
 flags.DEFINE_string("cache_dir", "results/cache", "Feature cache folder.")
 flags.DEFINE_float("noise", 0.2, "Noise ratio of the training set.")
 flags.DEFINE_list("methods", ["iterative", "maml_iqr"], "Methods to profile.")
-flags.DEFINE_list("set", [], "Extra overrides key=value (e.g. maml.score_tasks=2), applied after the ablation's.")
 FLAGS = flags.FLAGS
 
 
@@ -77,13 +79,6 @@ def main(argv):
   base.update(cpu.overrides().to_dict())
   base.update(ablation.method_settings())
   base.cache_dir, base.noise.ratio = FLAGS.cache_dir, FLAGS.noise
-  for kv in FLAGS.set:
-    key, value = kv.split("=", 1)
-    node = base
-    *path, leaf = key.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else value.lower() == "true"
   split, feats, flow = common.real_features(base)
   result = {"machine": common.machine_info(), "config": base.to_dict(), "methods": {}}
   for method in FLAGS.methods:
