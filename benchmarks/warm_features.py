@@ -2,7 +2,8 @@
 
   python -m benchmarks.warm_features --config=configs/mtd.py --cache_dir=results/cache
 
-Sweeps compute features on their first cell anyway; this fills a cache ahead of time (e.g. while other work runs)."""
+Sweeps compute features on their first cells anyway; this fills a cache ahead of time (e.g. while other work runs),
+with the training views of every image, so that no split's training set has any left to compute."""
 import time
 
 from absl import app, flags

@@ -166,7 +166,7 @@ def meta_train(ctx: Context, mask: np.ndarray, params, stage: tuple):
   idx = np.flatnonzero(mask)
   n_tasks, steps = meta_steps(c, len(idx))
   rng = stage_rng(c.seed, 3, *stage)
-  losses, diags = [], []
+  losses, diag = [], {}
   start = last = time.time()
   for i in range(steps):
     raise_if_stopped()
@@ -178,8 +178,8 @@ def meta_train(ctx: Context, mask: np.ndarray, params, stage: tuple):
     rows = task_rows(ctx, rng, np.concatenate([s_idx, q_idx], 1))  # (tasks, task_size, n_views, D)
     tasks = {"support": rows[:, :s_idx.shape[1]], "query": rows[:, s_idx.shape[1]:]}
     if i == steps - 1:
-      diags.append({k: float(v) for k, v in diagnose(params, tasks).items()})
-      ctx.writer.scalars(i, {_tag(f"maml_{k}", stage): v for k, v in diags[-1].items()})
+      diag = {k: float(v) for k, v in diagnose(params, tasks).items()}
+      ctx.writer.scalars(i, {_tag(f"maml_{k}", stage): v for k, v in diag.items()})
     params, opt_state, out = step(params, opt_state, tasks)
     losses.append(float(out["loss"]))
     if not np.isfinite(losses[-1]):
@@ -187,8 +187,7 @@ def meta_train(ctx: Context, mask: np.ndarray, params, stage: tuple):
                                "--config.maml.meta_lr or --config.maml.inner_lr")
   for epoch, loss in enumerate(np.asarray(losses).reshape(m.meta_epochs, -1).mean(1)):
     ctx.writer.scalar(_tag("maml_meta_loss", stage), loss, epoch)
-  summary = {k: float(np.mean([d[k] for d in diags])) for k in diags[0]} if diags else {}
-  return params, losses, summary
+  return params, losses, diag
 
 
 def adapted_scorers(ctx: Context, meta_params, mask: np.ndarray, stage: tuple) -> list:

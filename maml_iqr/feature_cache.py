@@ -1,9 +1,10 @@
 """Backbone features of every image, cached on disk and keyed by what they depend on, never by position.
 
-A cache file holds, per image, the digest of its decoded pixels (after the resize to the backbone's input) and
-that image's features: `train.n_cached_views` random training views and the `score.n_views` fixed evaluation
-rotations. The file name carries a key of the settings (backbone, the digest of its weights file, stages,
-dtype, view settings); rows are looked up by pixel digest. So an image replaced under the same name, a deleted
+A cache file holds two tables keyed by the digest of an image's decoded pixels (after the resize to the
+backbone's input): every image's `score.n_views` fixed evaluation rotations, and the `train.n_cached_views`
+random training views of the images some run trained on (computed when a split first puts an image in
+training). The file name carries a key of the settings (backbone, the digest of its weights file, stages, dtype,
+view settings); rows are looked up by pixel digest. So an image replaced under the same name, a deleted
 image or a new one can never be matched to another image's features: what is not in the cache (new or changed
 content) is computed, said in the log, and added to the file. A path spelled differently (a trailing slash, a
 moved folder) reuses the cache, since content, not paths, is the key.
@@ -25,7 +26,8 @@ from maml_iqr import features as features_lib
 from maml_iqr.common import log
 from maml_iqr.io import write_atomic
 
-FORMAT = 2  # bump when the file layout or the view scheme changes: older files are then not read
+FORMAT = 2  # bump when the view scheme changes: older files are then not read (the split into two tables
+            # kept 2: `_read` serves the one-table files written before it as they are)
 
 
 def image_digest(image: np.ndarray) -> bytes:
@@ -86,6 +88,18 @@ def view_params(spec: dict, digests: list[bytes]) -> np.ndarray:
       for d in digests]) if digests else np.zeros((0, spec["n_cached_views"], 4), np.float32)
 
 
+# Two tables, each keyed by pixel digest: every image's evaluation views, and the training views of the images
+# that some run trained on (a validation or test image never needs them: 41 % fewer views on elpv mono at 20 %).
+TABLES = {"eval": ("digests", ("eval",)), "train": ("train_digests", ("train_views", "train"))}
+
+
+def _empty(spec: dict) -> dict:
+  d, k = spec["feature_dim"], spec["n_cached_views"]
+  return {"digests": np.zeros((0, 20), np.uint8), "eval": np.zeros((0, spec["n_eval_views"], d), np.float32),
+          "train_digests": np.zeros((0, 20), np.uint8), "train_views": np.zeros((0, k, 4), np.float32),
+          "train": np.zeros((0, k, d), np.float32)}
+
+
 def _read(path: str, spec: dict) -> dict | None:
   if not os.path.exists(path):
     return None
@@ -95,9 +109,10 @@ def _read(path: str, spec: dict) -> dict | None:
     stored = json.loads(str(store.pop("settings")))
     if stored != spec:
       raise ValueError(f"its settings {stored} are not this run's {spec}")
-    n = len(store["digests"])
-    if not all(len(store[k]) == n for k in ("train_views", "train", "eval")):
-      raise ValueError("its arrays have different lengths")
+    store.setdefault("train_digests", store["digests"])  # files written before the tables were split: one row each
+    for key, columns in TABLES.values():
+      if not all(len(store[c]) == len(store[key]) for c in columns):
+        raise ValueError("its arrays have different lengths")
     return store
   except Exception as e:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
     log(f"WARNING: feature cache {path} is unusable ({type(e).__name__}: {e}); recomputing it")
@@ -110,12 +125,19 @@ def _write(path: str, spec: dict, store: dict) -> None:
   write_atomic(path, buf.getvalue())
 
 
-def _borrow(path: str, spec: dict, store: dict, wanted: list[bytes]) -> tuple[dict, set[bytes]]:
-  """Rows for the `wanted` digests from the other cache files of the same settings key in the folder (e.g. a
-  user's folder made of a benchmark's images); returns the store with them appended and the digests found."""
+def _append(store: dict, table: str, new: dict) -> dict:
+  key, columns = TABLES[table]
+  return dict(store, **{c: np.concatenate([store[c], new[c]]) for c in (key,) + columns})
+
+
+def _borrow(path: str, spec: dict, store: dict, table: str, wanted: set[bytes]) -> tuple[dict, set[bytes]]:
+  """Rows of `table` for the `wanted` digests from the other cache files of the same settings key in the folder
+  (e.g. a user's folder made of a benchmark's images); returns the store with them appended and the digests
+  found."""
+  key, columns = TABLES[table]
   key_suffix = path[path.rindex("_"):]
   folder = os.path.dirname(path)
-  wanted, found, parts = set(wanted), set(), []
+  found = set()
   for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
     other = os.path.join(folder, name)
     if other == path or not name.endswith(key_suffix) or not name.startswith("features_"):
@@ -123,57 +145,71 @@ def _borrow(path: str, spec: dict, store: dict, wanted: list[bytes]) -> tuple[di
     theirs = _read(other, spec)
     if theirs is None:
       continue
-    rows = [r for r, d in enumerate(theirs["digests"]) if d.tobytes() in wanted - found]
+    rows = [r for r, d in enumerate(theirs[key]) if d.tobytes() in wanted - found]
     if rows:
-      parts.append({k: theirs[k][rows] for k in ("digests", "train_views", "train", "eval")})
-      found |= {theirs["digests"][r].tobytes() for r in rows}
-  if parts:
-    store = {k: np.concatenate([store[k]] + [p[k] for p in parts]) for k in parts[0]}
+      store = _append(store, table, {c: theirs[c][rows] for c in (key,) + columns})
+      found |= {theirs[key][r].tobytes() for r in rows}
   return store, found
 
 
-def features(config, backbone, bparams, images: np.ndarray, dataset_name: str) -> dict[str, np.ndarray]:
-  """Features of `images` (N, S, S, 3) uint8, row i for image i: {'train' (N, K, D), 'train_views' (N, K, 4),
-  'eval' (N, V, D)}, read from the cache where the pixels match and computed (and added to it) where not."""
+def _compute(table: str, spec: dict, backbone, bparams, images: np.ndarray, digests: list[bytes]) -> dict:
+  """Features of `images` (whose digests are `digests`) for one table."""
+  new = {TABLES[table][0]: np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 20)}
+  if table == "train":
+    new["train_views"] = view_params(spec, digests)
+    new["train"] = features_lib.extract(backbone, bparams, images, new["train_views"], label="train views",
+                                        dtype=spec["dtype"])
+  else:
+    new["eval"] = features_lib.extract(
+        backbone, bparams, images,
+        features_lib.fixed_view_params(len(images), spec["n_eval_views"], spec["eval_view_offset"],
+                                       spec["brightness"], spec["contrast"], spec["saturation"]),
+        label="evaluation views", dtype=spec["dtype"])
+  return new
+
+
+def features(config, backbone, bparams, images: np.ndarray, dataset_name: str,
+             train_rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+  """Features of `images` (N, S, S, 3) uint8: {'eval' (N, V, D), row i for image i; 'train' (M, K, D) and
+  'train_views' (M, K, 4), row j for image `train_rows[j]` (every image when None)}. Read from the cache where
+  the pixels match; computed, and added to it, where not."""
   spec = settings(config, backbone)
   path = cache_path(config.cache_dir, dataset_name, spec)
   digests = [image_digest(im) for im in images]
-  store = _read(path, spec) or {"digests": np.zeros((0, 20), np.uint8),
-                                "train_views": np.zeros((0, spec["n_cached_views"], 4), np.float32),
-                                "train": np.zeros((0, spec["n_cached_views"], spec["feature_dim"]), np.float32),
-                                "eval": np.zeros((0, spec["n_eval_views"], spec["feature_dim"]), np.float32)}
-  row_of = {d.tobytes(): r for r, d in enumerate(store["digests"])}
-  missing = sorted({d for d in digests if d not in row_of})
-  if missing:
-    store, found = _borrow(path, spec, store, missing)
+  train_rows = np.arange(len(images)) if train_rows is None else np.asarray(train_rows, np.int64)
+  wanted = {"eval": np.arange(len(images)), "train": train_rows}
+  store = _read(path, spec) or _empty(spec)
+  unsaved = touched = False
+  for table, (key, _) in TABLES.items():
+    have = {d.tobytes() for d in store[key]}
+    missing = sorted({digests[i] for i in wanted[table]} - have)
+    if not missing:
+      continue
+    store, found = _borrow(path, spec, store, table, set(missing))
     if found:
-      log(f"feature cache {path}: {len(found)} images' features taken from other datasets' caches of the same "
-          "settings (same pixels)")
-      row_of = {d.tobytes(): r for r, d in enumerate(store["digests"])}
-      missing = sorted(set(missing) - found)
-      if not missing:
-        _write(path, spec, store)
-  if missing:
+      log(f"feature cache {path}: {len(found)} images' {table} features taken from other datasets' caches of "
+          "the same settings (same pixels)")
+    missing = [d for d in missing if d not in found]
+    unsaved = touched = True
+    if not missing:
+      continue
+    if len(store[key]):
+      log(f"feature cache {path}: {len(missing)} of {len(wanted[table])} images have no {table} features yet "
+          "(new, changed, or not needed before); computing them")
+    n_views = spec["n_cached_views"] if table == "train" else spec["n_eval_views"]
+    log(f"computing features of {len(missing)} images x {n_views} {table} views with {backbone.name}")
     where = {d: i for i, d in enumerate(digests)}
-    todo = np.asarray([where[d] for d in missing])
-    if len(store["digests"]):
-      log(f"feature cache {path}: {len(missing)} of {len(images)} images are new or changed since it was "
-          "written; computing their features")
-    log(f"computing features of {len(missing)} images x ({spec['n_cached_views']} train + "
-        f"{spec['n_eval_views']} evaluation) views with {backbone.name}")
-    views = view_params(spec, missing)
-    new = {"digests": np.frombuffer(b"".join(missing), np.uint8).reshape(-1, 20), "train_views": views,
-           "train": features_lib.extract(backbone, bparams, images[todo], views, label="train views",
-                                         dtype=spec["dtype"]),
-           "eval": features_lib.extract(backbone, bparams, images[todo],
-                                        features_lib.fixed_view_params(len(todo), spec["n_eval_views"],
-                                                                       spec["eval_view_offset"], spec["brightness"],
-                                                                       spec["contrast"], spec["saturation"]),
-                                        label="evaluation views", dtype=spec["dtype"])}
-    store = {k: np.concatenate([store[k], new[k]]) for k in new}
+    store = _append(store, table, _compute(table, spec, backbone, bparams,
+                                           images[np.asarray([where[d] for d in missing])], missing))
+    _write(path, spec, store)  # each table as soon as it is done: a killed run keeps it
+    unsaved = False
+  if unsaved:
     _write(path, spec, store)
-    row_of = {d.tobytes(): r for r, d in enumerate(store["digests"])}
-  else:
-    log(f"features from cache {path} ({len(images)} images)")
-  rows = np.asarray([row_of[d] for d in digests], np.int64)
-  return {k: store[k][rows] for k in ("train", "train_views", "eval")}
+  if not touched:
+    log(f"features from cache {path} ({len(images)} images, {len(train_rows)} with training views)")
+  out = {}
+  for table, (key, columns) in TABLES.items():
+    row_of = {d.tobytes(): r for r, d in enumerate(store[key])}
+    rows = np.asarray([row_of[digests[i]] for i in wanted[table]], np.int64)
+    out.update({c: store[c][rows] for c in columns})
+  return out

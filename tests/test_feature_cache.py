@@ -108,3 +108,51 @@ def test_images_cached_under_another_dataset_are_borrowed_not_recomputed(tmp_pat
   assert computed == [1, 1]  # the defective image only
   for name in sorted(first)[:3]:
     assert np.array_equal(again[name.replace(".png", "_good.png")], first[name])
+
+
+def test_training_views_are_computed_only_for_the_images_a_run_trains_on(tmp_path, backbone, monkeypatch):
+  """Validation and test images get evaluation views only; a later split that trains on other images computes
+  just those images' training views, and every image's training features are the ones a full computation gives
+  (rows follow `train_rows`, not the cache's order)."""
+  root = write_synthetic_folders(tmp_path / "data", n_good=6, n_bad=0, size=32)
+  c = folder_config.get_config("quick")
+  c.data.root, c.cache_dir = str(root / "good"), str(tmp_path / "cache")
+  bb, bparams = backbone
+  ds = readers.read(c.data, bb.input_size)
+  images = np.concatenate([ds.train.images, ds.test.images])
+  computed = []
+  original = features_lib.extract
+  monkeypatch.setattr(features_lib, "extract", lambda b, p, ims, *a, **k: (computed.append(len(ims)),
+                                                                           original(b, p, ims, *a, **k))[1])
+  first = feature_cache.features(c, bb, bparams, images, ds.name, train_rows=np.array([4, 1]))
+  assert computed == [6, 2] and first["train"].shape[0] == 2
+  computed.clear()
+  second = feature_cache.features(c, bb, bparams, images, ds.name, train_rows=np.array([1, 2, 5]))
+  assert computed == [2]  # images 2 and 5; image 1's training views are cached
+  np.testing.assert_array_equal(second["train"][0], first["train"][1])
+  np.testing.assert_array_equal(second["eval"], first["eval"])
+
+  full = feature_cache.features(c, bb, bparams, images, ds.name)  # every image's training views
+  assert computed == [2, 2]  # images 0 and 3, on which no split trained yet
+  np.testing.assert_array_equal(full["train"][[4, 1]], first["train"])
+  np.testing.assert_array_equal(full["train"][[1, 2, 5]], second["train"])
+  np.testing.assert_array_equal(full["train_views"][[1, 2, 5]], second["train_views"])
+
+
+def test_a_cache_written_before_the_tables_were_split_is_read_not_recomputed(tmp_path, backbone, monkeypatch):
+  """Files of the earlier layout (one row per image holding both kinds of views, no `train_digests`) stay valid:
+  their features are served as they are, nothing is recomputed."""
+  root = write_synthetic_folders(tmp_path / "data", n_good=4, n_bad=0, size=32)
+  first, first_train, computed = _features(tmp_path, root / "good", backbone, monkeypatch)
+  assert computed == [4, 4]
+  (path,) = (tmp_path / "cache").glob("features_*.npz")
+  with np.load(path) as f:
+    store = {k: f[k] for k in f.files}
+  by_digest = {d.tobytes(): r for r, d in enumerate(store["train_digests"])}
+  rows = [by_digest[d.tobytes()] for d in store["digests"]]  # the old layout's train rows follow `digests`
+  old = {"settings": store["settings"], "digests": store["digests"], "eval": store["eval"],
+         "train_views": store["train_views"][rows], "train": store["train"][rows]}
+  np.savez(path, **old)
+  again, again_train, computed = _features(tmp_path, root / "good", backbone, monkeypatch)
+  assert computed == []
+  assert all(np.array_equal(again[i], first[i]) and np.array_equal(again_train[i], first_train[i]) for i in first)
