@@ -13,11 +13,14 @@ flow analytically (6 * params * samples per train step, 2 * params * samples to 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import itertools
 import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -221,8 +224,17 @@ def bench_score(args, peak) -> list[dict]:
   return rows
 
 
+def dense_maml_objective(loss_fn, params, task, cfg):
+  """MAML with the adapted weights written at every inner step (`maml.adapt`): what the meta-step ran before the
+  low-rank inner loop (`maml_iqr/lowrank.py`), and what it runs for second order or other models."""
+  adapted = maml.adapt(loss_fn, params, task["support"], cfg.inner_lr, cfg.inner_steps, cfg.first_order,
+                       cfg.normalized)
+  return loss_fn(adapted, task["query"])
+
+
 def bench_maml(args, peak) -> list[dict]:
-  """(d) one meta-step (`cleaning._meta_step`, as `cleaning.meta_train` builds it) vs tasks and inner steps."""
+  """(d) one meta-step (`cleaning._meta_step`, as `cleaning.meta_train` builds it) vs tasks and inner steps, with
+  the low-rank inner loop it runs and with the dense one (`dense_maml_objective`) side by side."""
   rows = []
   rng = np.random.default_rng(0)
   size = QUICK_FLOW_SIZES[1] if args.quick else dict((f[0], f) for f in FLOW_SIZES)[args.maml_flow]
@@ -243,11 +255,16 @@ def bench_maml(args, peak) -> list[dict]:
     plan = [(m.tasks_per_batch, m.inner_steps)]
   else:
     plan = [(t, m.inner_steps) for t in (1, 2, 4, 8, 16)] + [(m.tasks_per_batch, 1)]
-  for n_tasks, inner in plan:
+  loss_fn = cleaning._task_loss(flow)  # pylint: disable=protected-access
+  for (n_tasks, inner), inner_loop in itertools.product(plan, ("low_rank", "dense")):
     n_tasks = -(-n_tasks // jax.device_count()) * jax.device_count()
-    cfg = maml.MamlConfig(inner_lr=m.inner_lr, inner_steps=inner, first_order=m.first_order, meta_lr=m.meta_lr,
-                          tasks_per_step=n_tasks, task_size=m.task_size, query_fraction=m.query_fraction)
-    optimizer, step = cleaning._meta_step(flow, cfg, t_key)  # pylint: disable=protected-access
+    cfg = dataclasses.replace(cleaning.maml_config(config), inner_steps=inner, tasks_per_step=n_tasks)
+    if inner_loop == "low_rank":  # what cleaning.meta_train runs
+      optimizer, step = cleaning._meta_step(flow, cfg, t_key)  # pylint: disable=protected-access
+    else:
+      optimizer = detector.make_optimizer(ml_collections.ConfigDict(dict(t_key)))
+      step = maml.parallel_meta_step(maml.make_meta_step(loss_fn, optimizer, cfg,
+                                                         meta_objective=dense_maml_objective))
     s_idx, q_idx = maml.sample_tasks(rng, n_images, n_tasks, m.task_size, m.query_fraction)
     tasks = maml.gather_tasks(feats, s_idx, q_idx)
     state = {"p": detector.init_params(flow, 0)}
@@ -261,16 +278,17 @@ def bench_maml(args, peak) -> list[dict]:
     support, query = s_idx.shape[1] * n_views, q_idx.shape[1] * n_views
     flops = 6.0 * n_params * n_tasks * (inner * support + query)  # first order: inner grads + query grad
     rate = common.rate_fields(flops, t["median_s"], peak)
-    rows.append({"tasks": n_tasks, "inner_steps": inner, "first_order": m.first_order, "dim": dim,
-                 "hidden": config.flow.hidden, "n_blocks": config.flow.n_blocks, "params": n_params,
+    rows.append({"tasks": n_tasks, "inner_steps": inner, "inner_loop": inner_loop, "first_order": m.first_order,
+                 "dim": dim, "hidden": config.flow.hidden, "n_blocks": config.flow.n_blocks, "params": n_params,
                  "support_samples": support, "query_samples": query, **t, "step_s": t["median_s"],
                  "s_per_task": t["median_s"] / n_tasks, **rate,
                  "fraction_of_shape_ceiling": rate["gflops_per_s"] / ceiling})
   common.print_table(f"(d) MAML meta-step (flow {dim}/{config.flow.hidden}/{config.flow.n_blocks}, "
                      f"task {m.task_size} images x {n_views} views; a {support}-row matmul at the hidden width "
                      f"runs at {ceiling:.0f} GFLOP/s here)",
-                     ["tasks", "inner", "step s", "s/task", "compile s", "GFLOP/s", "% peak", "% shape"],
-                     [[r["tasks"], r["inner_steps"], r["step_s"], r["s_per_task"], r["compile_s"],
+                     ["tasks", "inner", "inner loop", "step s", "s/task", "compile s", "GFLOP/s", "% peak",
+                      "% shape"],
+                     [[r["tasks"], r["inner_steps"], r["inner_loop"], r["step_s"], r["s_per_task"], r["compile_s"],
                        r["gflops_per_s"], 100 * r["fraction_of_peak"], 100 * r["fraction_of_shape_ceiling"]]
                       for r in rows])
   return rows

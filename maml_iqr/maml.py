@@ -2,7 +2,8 @@
 
 The model enters only as `loss_fn(params, batch) -> scalar`, where `batch` is any pytree of arrays; in this
 project it is the cached backbone features of a task's images (plus an optional weight vector so that padded
-rows count zero) and the flow's NLL. The inner loop is plain SGD in a `lax.scan`; the outer (meta) gradient
+rows count zero) and the flow's NLL. The inner loop is SGD (plain or normalised) in a `lax.scan`; first-order on
+a model made of `nn.Dense` layers it runs without forming adapted weights (`lowrank`). The outer (meta) gradient
 is averaged over a batch of tasks with `vmap` and over devices with `pmean`, then applied by an optax
 transformation that the caller builds (the method's meta lr goes there).
 
@@ -24,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
+
+from maml_iqr import lowrank
 
 Params = Any
 Batch = Any  # pytree of arrays with a leading example axis
@@ -72,6 +75,22 @@ def adapt(loss_fn: LossFn, params: Params, support: Batch, inner_lr: float, inne
   return params
 
 
+def adapted_loss(loss_fn: LossFn, params: Params, support: Batch, inner_lr: float, inner_steps: int,
+                 first_order: bool = True, normalized: bool = False) -> Callable[[Batch], jax.Array]:
+  """`batch -> loss_fn(adapt(params, support), batch)`: the loss at the parameters the inner loop reaches.
+
+  First-order, on a model made of `nn.Dense` layers (the flow), the adapted weights are never formed
+  (`lowrank`: the same numbers without writing every task's copy of every weight at every step); otherwise
+  `adapt`'s adapted parameters.
+  """
+  if first_order:
+    layers = lowrank.dense_rows(loss_fn, params, support)
+    if layers is not None:
+      return lowrank.adapted_loss(loss_fn, params, support, inner_lr, inner_steps, normalized, layers)
+  adapted = adapt(loss_fn, params, support, inner_lr, inner_steps, first_order, normalized)
+  return lambda batch: loss_fn(adapted, batch)
+
+
 OBJECTIVES: dict[str, MetaObjective] = {}
 
 
@@ -99,9 +118,8 @@ def _union(task: Task) -> Batch:
 def maml_objective(loss_fn: LossFn, params: Params, task: Task, cfg) -> jax.Array:
   """MAML: query loss of the parameters adapted on the support set (first or second order by
   `cfg.first_order`)."""
-  adapted = adapt(loss_fn, params, task['support'], cfg.inner_lr, cfg.inner_steps, cfg.first_order,
-                  cfg.normalized)
-  return loss_fn(adapted, task['query'])
+  return adapted_loss(loss_fn, params, task['support'], cfg.inner_lr, cfg.inner_steps, cfg.first_order,
+                      cfg.normalized)(task['query'])
 
 
 @register_objective('reptile')
@@ -139,9 +157,10 @@ def diagnostics(loss_fn: LossFn, params: Params, tasks: Task, cfg,
   params. A cosine near 1 with drops near 0 means meta-training is ordinary training on the query rows.
   """
   def drops(task):
-    adapted = adapt(loss_fn, params, task['support'], cfg.inner_lr, cfg.inner_steps, True, cfg.normalized)
-    return (loss_fn(params, task['support']) - loss_fn(adapted, task['support']),
-            loss_fn(params, task['query']) - loss_fn(adapted, task['query']))
+    at_adapted = adapted_loss(loss_fn, params, task['support'], cfg.inner_lr, cfg.inner_steps, True,
+                              cfg.normalized)
+    return (loss_fn(params, task['support']) - at_adapted(task['support']),
+            loss_fn(params, task['query']) - at_adapted(task['query']))
   support_drop, query_drop = jax.vmap(drops)(tasks)
   meta_grad = jax.grad(lambda p: batched_meta_loss(loss_fn, p, tasks, cfg, meta_objective))(params)
   query_grad = jax.grad(lambda p: jnp.mean(jax.vmap(lambda t: loss_fn(p, t['query']))(tasks)))(params)
