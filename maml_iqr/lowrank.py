@@ -80,10 +80,12 @@ def adapted_loss(loss_fn: Callable, params, support, inner_lr: float, inner_step
   shapes = {p: _kernel(params, p).shape for p in layers}
   paths = list(layers)
   # Per layer: inputs A (steps * n, in), scaled output gradients B (steps * n, out), bias shift (out,); the
-  # rows of steps not yet taken are zero and add nothing.
-  empty = {p: {"A": jnp.zeros((inner_steps * n_step[p], shapes[p][0]), jnp.float32),
-               "B": jnp.zeros((inner_steps * n_step[p], shapes[p][1]), jnp.float32),
-               "db": jnp.zeros((shapes[p][1],), jnp.float32)} for p in paths}
+  # rows of steps not yet taken are zero and add nothing. The zeros vary as the support rows and the parameters
+  # do: under shard_map a scan's carry must vary over the task axis from the start, as its body's output does.
+  zero = sum(jnp.zeros_like(jax.tree.leaves(tree)[0], jnp.float32, shape=()) for tree in (support, params))
+  empty = {p: {"A": jnp.broadcast_to(zero, (inner_steps * n_step[p], shapes[p][0])),
+               "B": jnp.broadcast_to(zero, (inner_steps * n_step[p], shapes[p][1])),
+               "db": jnp.broadcast_to(zero, (shapes[p][1],))} for p in paths}
 
   def intercepted(factors, eps=None, inputs=None):
     def interceptor(next_fun, args, kwargs, context):
@@ -116,12 +118,7 @@ def adapted_loss(loss_fn: Callable, params, support, inner_lr: float, inner_step
                 "B": jax.lax.dynamic_update_slice_in_dim(factors[p]["B"], scale * ds[p], k * n_step[p], 0),
                 "db": factors[p]["db"] + bias[p] * scale * jnp.sum(ds[p], 0)} for p in paths}, None
 
-  factors = empty
-  if inner_steps:
-    # The first step outside the scan: its output varies over the task axis of a shard_map, which a scan's
-    # carry must do from the start.
-    factors, _ = step(empty, 0)
-    factors, _ = jax.lax.scan(step, factors, jnp.arange(1, inner_steps))
+  factors, _ = jax.lax.scan(step, empty, jnp.arange(inner_steps))
   factors = jax.lax.stop_gradient(factors)
 
   def loss_at_adapted(batch):
