@@ -256,9 +256,14 @@ def bench_maml(args, peak) -> list[dict]:
   else:
     plan = [(t, m.inner_steps) for t in (1, 2, 4, 8, 16)] + [(m.tasks_per_batch, 1)]
   loss_fn = cleaning._task_loss(flow)  # pylint: disable=protected-access
-  for (n_tasks, inner), inner_loop in itertools.product(plan, ("low_rank", "dense")):
+  # Second order runs the dense inner loop only (the low-rank one is first-order); timed last, so the host's peak
+  # memory after it is its own.
+  runs = [(p, loop, True) for p, loop in itertools.product(plan, ("low_rank", "dense"))]
+  runs += [(p, "dense", False) for p in plan] if args.second_order else []
+  for (n_tasks, inner), inner_loop, first_order in runs:
     n_tasks = -(-n_tasks // jax.device_count()) * jax.device_count()
-    cfg = dataclasses.replace(cleaning.maml_config(config), inner_steps=inner, tasks_per_step=n_tasks)
+    cfg = dataclasses.replace(cleaning.maml_config(config), inner_steps=inner, tasks_per_step=n_tasks,
+                              first_order=first_order)
     if inner_loop == "low_rank":  # what cleaning.meta_train runs
       optimizer, step = cleaning._meta_step(flow, cfg, t_key)  # pylint: disable=protected-access
     else:
@@ -278,7 +283,8 @@ def bench_maml(args, peak) -> list[dict]:
     support, query = s_idx.shape[1] * n_views, q_idx.shape[1] * n_views
     flops = 6.0 * n_params * n_tasks * (inner * support + query)  # first order: inner grads + query grad
     rate = common.rate_fields(flops, t["median_s"], peak)
-    rows.append({"tasks": n_tasks, "inner_steps": inner, "inner_loop": inner_loop, "first_order": m.first_order,
+    rows.append({"tasks": n_tasks, "inner_steps": inner, "inner_loop": inner_loop, "first_order": first_order,
+                 "host_peak_rss_mb_after": common.host_peak_rss_mb(),
                  "dim": dim, "hidden": config.flow.hidden, "n_blocks": config.flow.n_blocks, "params": n_params,
                  "support_samples": support, "query_samples": query, **t, "step_s": t["median_s"],
                  "s_per_task": t["median_s"] / n_tasks, **rate,
@@ -286,11 +292,12 @@ def bench_maml(args, peak) -> list[dict]:
   common.print_table(f"(d) MAML meta-step (flow {dim}/{config.flow.hidden}/{config.flow.n_blocks}, "
                      f"task {m.task_size} images x {n_views} views; a {support}-row matmul at the hidden width "
                      f"runs at {ceiling:.0f} GFLOP/s here)",
-                     ["tasks", "inner", "inner loop", "step s", "s/task", "compile s", "GFLOP/s", "% peak",
-                      "% shape"],
-                     [[r["tasks"], r["inner_steps"], r["inner_loop"], r["step_s"], r["s_per_task"], r["compile_s"],
-                       r["gflops_per_s"], 100 * r["fraction_of_peak"], 100 * r["fraction_of_shape_ceiling"]]
-                      for r in rows])
+                     ["tasks", "inner", "inner loop", "order", "step s", "s/task", "compile s", "GFLOP/s",
+                      "% peak", "% shape", "peak RSS MB"],
+                     [[r["tasks"], r["inner_steps"], r["inner_loop"], 1 if r["first_order"] else 2, r["step_s"],
+                       r["s_per_task"], r["compile_s"],
+                       r["gflops_per_s"], 100 * r["fraction_of_peak"], 100 * r["fraction_of_shape_ceiling"],
+                       r["host_peak_rss_mb_after"]] for r in rows])
   return rows
 
 
@@ -301,6 +308,8 @@ def main(argv=None) -> dict:
   p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
   p.add_argument("--maml_flow", default="default", choices=[f[0] for f in FLOW_SIZES],
                  help="flow of the maml section: default (472/512, every task count) or differnet (768/2048, 4 tasks)")
+  p.add_argument("--second_order", action="store_true",
+                 help="maml section: also time second-order MAML (dense inner loop), after the first-order rows")
   p.add_argument("--budget_s", type=float, default=None,
                  help="stop repeating a measurement past this many seconds (at least 2 repeats)")
   args = p.parse_args(argv)
@@ -310,7 +319,8 @@ def main(argv=None) -> dict:
     p.error(f"unknown sections {sorted(unknown)}; known {SECTIONS}")
   start = time.time()
   result = {"machine": common.machine_info(),
-            "settings": {"quick": args.quick, "sections": only, "maml_flow": args.maml_flow},
+            "settings": {"quick": args.quick, "sections": only, "maml_flow": args.maml_flow,
+                         "second_order": args.second_order},
             "memory": {"host_peak_rss_mb_by_section": {}}}
   print(f"machine: {result['machine']['cpu_model']}, {result['machine']['cpu_usable']} usable CPUs, "
         f"jax {result['machine']['jax_version']} on {result['machine']['devices']}")

@@ -71,6 +71,8 @@ def adapt(loss_fn: LossFn, params: Params, support: Batch, inner_lr: float, inne
     scale = inner_lr / (optax.tree.norm(g) + 1e-12) if normalized else inner_lr
     return jax.tree.map(lambda w, gw: w - scale * gw, p, g), None
 
+  if not first_order:  # keep each step's parameters only, recompute its backward pass (the memory is the model's)
+    sgd_step = jax.checkpoint(sgd_step)
   params, _ = jax.lax.scan(sgd_step, params, None, length=inner_steps)
   return params
 
@@ -144,8 +146,13 @@ def batched_meta_loss(loss_fn: LossFn, params: Params, tasks: Task, cfg,
   """Mean meta-objective over tasks stacked along the leading axis of every leaf of `tasks`
   (`meta_objective` defaults to the one `cfg.objective` names)."""
   meta_objective = meta_objective or get_objective(cfg.objective)
-  per_task = jax.vmap(lambda task: meta_objective(loss_fn, params, task, cfg))(tasks)
-  return jnp.mean(per_task)
+  one_task = lambda task: meta_objective(loss_fn, params, task, cfg)
+  if cfg.first_order:
+    return jnp.mean(jax.vmap(one_task)(tasks))
+  # Second order differentiates through every inner step of every task: one task at a time, its forward pass
+  # recomputed for the backward one, keeps a single task's inner loop in memory: XLA's buffers for DifferNet's flow at 4 tasks
+  # 50 GB -> 6.2 GB (BENCHMARKS.md, "Second-order MAML at DifferNet's width").
+  return jnp.mean(jax.lax.map(jax.checkpoint(one_task), tasks))
 
 
 def diagnostics(loss_fn: LossFn, params: Params, tasks: Task, cfg,
