@@ -149,9 +149,9 @@ def batched_meta_loss(loss_fn: LossFn, params: Params, tasks: Task, cfg,
   one_task = lambda task: meta_objective(loss_fn, params, task, cfg)
   if cfg.first_order:
     return jnp.mean(jax.vmap(one_task)(tasks))
-  # Second order differentiates through every inner step of every task: one task at a time, its forward pass
-  # recomputed for the backward one, keeps a single task's inner loop in memory: XLA's buffers for DifferNet's flow at 4 tasks
-  # 50 GB -> 6.2 GB (BENCHMARKS.md, "Second-order MAML at DifferNet's width").
+  # Second order differentiates through every inner step of every task. One task at a time, its forward pass
+  # recomputed for the backward one, keeps a single task's inner loop in memory: XLA's buffers for DifferNet's
+  # flow at 4 tasks 50 GB -> 6.2 GB (BENCHMARKS.md, "Second-order MAML at DifferNet's width").
   return jnp.mean(jax.lax.map(jax.checkpoint(one_task), tasks))
 
 
