@@ -1,0 +1,135 @@
+"""How well a refinement's first scores separate the injected images from the good ones in the training set, for
+every threshold at once: the curve of removal recall against good images lost, read from a sweep's recorded
+iteration-0 scores (results.json `refinement[0].scores` / `.scores_injected`; training-set labels only, no test
+image is read, nothing is trained).
+
+A threshold rule (k, a stopping rule) only picks a point on this curve; the curve itself is what the scores allow.
+Per (dataset, arm, noise), mean ± std over seeds: the cleaning AUROC (injected against good), the recall at most
+5 % of the good images lost (issue 13's budget), and the points of the IQR rule `Q3 + k * IQR` for several k on
+the same standardised scores the rule saw.
+
+  python -m benchmarks.removal_curve --roots=results/ablation_elpv,results/ablation_mtd \
+      --out=results/benchmarks/removal_curve
+"""
+import collections
+import glob
+import json
+import os
+
+import numpy as np
+from absl import app, flags
+
+from maml_iqr.io import write_atomic, write_json
+from maml_iqr.metrics import auroc
+from maml_iqr.refine import iqr_threshold
+
+flags.DEFINE_list("roots", ["results/ablation_elpv", "results/ablation_mtd"], "Sweep folders.")
+flags.DEFINE_string("out", "results/benchmarks/removal_curve", "Output prefix: PREFIX.json, .md and .png.")
+FLAGS = flags.FLAGS
+GOOD_LOST_BUDGET = 0.05
+KS = (0.5, 1.0, 1.5, 2.0, 3.0)
+GRID = np.linspace(0.0, 1.0, 201)  # good-lost axis on which seeds' curves are averaged
+
+
+def curve(injected: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(good lost, recall) when everything scoring at least each distinct score is removed, from (0, 0) to (1, 1)."""
+  order = np.argsort(-scores, kind="stable")
+  s, bad = scores[order], injected[order]
+  last_of_tie = np.r_[s[1:] != s[:-1], True]
+  removed_bad, removed_good = np.cumsum(bad)[last_of_tie], np.cumsum(~bad)[last_of_tie]
+  return np.r_[0.0, removed_good / (~injected).sum()], np.r_[0.0, removed_bad / injected.sum()]
+
+
+def cell_figures(r: dict) -> dict:
+  """The curve's figures for one run's first refinement iteration."""
+  first = r["refinement"][0]
+  scores = np.asarray(first["scores"], np.float64)
+  injected = np.asarray(first["scores_injected"], bool)
+  good_lost, recall = curve(injected, scores)
+  k_points = {}
+  for k in KS:
+    removed = scores > iqr_threshold(scores, k)
+    k_points[str(k)] = {"recall": float(removed[injected].mean()), "good_lost": float(removed[~injected].mean())}
+  return {"auroc": auroc(injected, scores),
+          "recall_at_budget": float(recall[good_lost <= GOOD_LOST_BUDGET].max()),
+          "curve_on_grid": np.interp(GRID, good_lost, recall).tolist(),  # the upper envelope is a step curve;
+          "k": k_points}                                                   # interpolation is close at this size
+
+
+def collect(roots: list[str]) -> dict:
+  """{(dataset/category, arm, noise): [figures per seed]} for every finished noisy run of a removing arm."""
+  groups = collections.defaultdict(list)
+  for root in roots:
+    for path in sorted(glob.glob(os.path.join(root, "**", "results.json"), recursive=True)):
+      with open(path) as f:
+        r = json.load(f)
+      if r.get("status") != "done" or not r.get("refinement") or not r["contamination"]["n_injected"]:
+        continue
+      arm = r["method"] + (f" [{r['tag']}]" if r.get("tag") else "")
+      key = (f"{r['dataset']}/{r['category']}", arm, r["noise"]["ratio"])
+      groups[key].append(dict(cell_figures(r), seed=r["seed"]))
+  return dict(sorted(groups.items()))
+
+
+def _pm(values) -> str:
+  return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def markdown(groups: dict) -> str:
+  head = ["set", "arm", "noise", "seeds", "cleaning AUROC", f"recall at <= {GOOD_LOST_BUDGET:.0%} good lost"]
+  head += [f"k={k}: recall / good lost" for k in KS]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for (data, arm, noise), runs in groups.items():
+    row = [data, arm, f"{noise:.0%}", str(len(runs)), _pm([x["auroc"] for x in runs]),
+           _pm([x["recall_at_budget"] for x in runs])]
+    for k in KS:
+      row.append(f"{np.mean([x['k'][str(k)]['recall'] for x in runs]):.2f} / "
+                 f"{np.mean([x['k'][str(k)]['good_lost'] for x in runs]):.3f}")
+    lines.append("| " + " | ".join(row) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def plot(groups: dict, path: str) -> None:
+  import matplotlib  # noqa: PLC0415 - plotting only here
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+  panels = sorted({(d, n) for d, _, n in groups})
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+  for ax, (data, noise) in zip(axes[0], panels):
+    for (d, arm, n), runs in groups.items():
+      if (d, n) != (data, noise):
+        continue
+      mean = np.mean([x["curve_on_grid"] for x in runs], axis=0)
+      line, = ax.plot(GRID, mean, label=f"{arm} ({len(runs)} seeds)")
+      for k in KS:
+        ax.plot(np.mean([x["k"][str(k)]["good_lost"] for x in runs]),
+                np.mean([x["k"][str(k)]["recall"] for x in runs]), "o", color=line.get_color(), ms=3)
+    ax.axvline(GOOD_LOST_BUDGET, color="grey", lw=0.8, ls=":")
+    ax.axhline(0.9, color="grey", lw=0.8, ls=":")
+    ax.set(xlim=(0, 0.4), ylim=(0, 1.02), xlabel="good images lost (share)",
+           ylabel="injected removed (recall)", title=f"{data}, {noise:.0%} noise")
+    ax.legend(fontsize=7, loc="lower right")
+  fig.suptitle(f"first-iteration scores: every threshold (dots: IQR rule at k = {', '.join(map(str, KS))})",
+               fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  groups = collect(FLAGS.roots)
+  if not groups:
+    raise SystemExit(f"no finished noisy run of a removing method below {FLAGS.roots}")
+  table = markdown(groups)
+  print(table)
+  write_atomic(FLAGS.out + ".md", table)
+  write_json(FLAGS.out + ".json", {"good_lost_budget": GOOD_LOST_BUDGET, "ks": KS, "grid": GRID.tolist(),
+                                   "groups": [{"set": d, "arm": a, "noise": n, "runs": runs}
+                                              for (d, a, n), runs in groups.items()]})
+  plot(groups, FLAGS.out + ".png")
+  print(f"wrote {FLAGS.out}.md, .json, .png")
+
+
+if __name__ == "__main__":
+  app.run(main)
