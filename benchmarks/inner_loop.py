@@ -56,9 +56,9 @@ def main(argv):
     t = time.time()
     try:
       fit = cleaning.fit_meta(ctx, fit_on, None, (0, 0))
-      val = cleaning.mean_score(ctx, fit.scorers, feats["val"])
-      fold = cleaning.mean_score(ctx, fit.scorers, feats["train_eval"][held_out])
-      meta = cleaning.mean_score(ctx, [fit.carry], feats["val"])
+      val = cleaning.mean_score(fit.scorers, feats["val"])
+      fold = cleaning.mean_score(fit.scorers, feats["train_eval"][held_out])
+      meta = cleaning.mean_score([cleaning.flow_scorer(ctx, fit.carry)], feats["val"])
       row = dict(fit.info, val_auroc=metrics.auroc(split.val.labels, val),
                  val_auroc_unadapted=metrics.auroc(split.val.labels, meta),
                  fold_auroc=metrics.auroc(injected[held_out].astype(int), fold) if injected[held_out].any()

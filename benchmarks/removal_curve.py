@@ -20,24 +20,15 @@ import numpy as np
 from absl import app, flags
 
 from maml_iqr.io import write_atomic, write_json
-from maml_iqr.metrics import auroc
+from maml_iqr.metrics import auroc, recall_at_good_lost, removal_curve
 from maml_iqr.refine import iqr_threshold
 
 flags.DEFINE_list("roots", ["results/ablation_elpv", "results/ablation_mtd"], "Sweep folders.")
 flags.DEFINE_string("out", "results/benchmarks/removal_curve", "Output prefix: PREFIX.json, .md and .png.")
 FLAGS = flags.FLAGS
-GOOD_LOST_BUDGET = 0.05
+GOOD_LOST_BUDGET = 0.05  # issue 13: at most 5 % of the good images lost
 KS = (0.5, 1.0, 1.5, 2.0, 3.0)
 GRID = np.linspace(0.0, 1.0, 201)  # good-lost axis on which seeds' curves are averaged
-
-
-def curve(injected: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(good lost, recall) when everything scoring at least each distinct score is removed, from (0, 0) to (1, 1)."""
-  order = np.argsort(-scores, kind="stable")
-  s, bad = scores[order], injected[order]
-  last_of_tie = np.r_[s[1:] != s[:-1], True]
-  removed_bad, removed_good = np.cumsum(bad)[last_of_tie], np.cumsum(~bad)[last_of_tie]
-  return np.r_[0.0, removed_good / (~injected).sum()], np.r_[0.0, removed_bad / injected.sum()]
 
 
 def cell_figures(r: dict) -> dict:
@@ -45,13 +36,13 @@ def cell_figures(r: dict) -> dict:
   first = r["refinement"][0]
   scores = np.asarray(first["scores"], np.float64)
   injected = np.asarray(first["scores_injected"], bool)
-  good_lost, recall = curve(injected, scores)
+  good_lost, recall = removal_curve(injected, scores)
   k_points = {}
   for k in KS:
     removed = scores > iqr_threshold(scores, k)
     k_points[str(k)] = {"recall": float(removed[injected].mean()), "good_lost": float(removed[~injected].mean())}
   return {"auroc": auroc(injected, scores),
-          "recall_at_budget": float(recall[good_lost <= GOOD_LOST_BUDGET].max()),
+          "recall_at_budget": recall_at_good_lost(injected, scores, GOOD_LOST_BUDGET),
           "curve_on_grid": np.interp(GRID, good_lost, recall).tolist(),  # the upper envelope is a step curve;
           "k": k_points}                                                   # interpolation is close at this size
 

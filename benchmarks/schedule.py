@@ -61,7 +61,7 @@ def main(argv):
     ctx = cleaning.Context(warm, flow, feats, run.training_data(warm, feats))
     scorers = cleaning.fit_meta(ctx, fit_on, None, (0, 0)).scorers
     for rows_to_score in (feats["val"], feats["train_eval"][np.flatnonzero(held_out)]):
-      cleaning.mean_score(ctx, scorers, rows_to_score)
+      cleaning.mean_score(scorers, rows_to_score)
     for pretrain, meta, score in schedules:
       cc = c.copy_and_resolve_references()
       cc.maml.pretrain_epochs, cc.maml.meta_epochs, cc.maml.score_tasks = pretrain, meta, score
@@ -70,8 +70,8 @@ def main(argv):
       fit = cleaning.fit_meta(ctx, fit_on, None, (0, 0))
       fit_s = time.time() - t
       t = time.time()
-      val = cleaning.mean_score(ctx, fit.scorers, feats["val"])
-      fold = cleaning.mean_score(ctx, fit.scorers, feats["train_eval"][np.flatnonzero(held_out)])
+      val = cleaning.mean_score(fit.scorers, feats["val"])
+      fold = cleaning.mean_score(fit.scorers, feats["train_eval"][np.flatnonzero(held_out)])
       score_s = time.time() - t
       row = dict(seed=seed, schedule=f"{pretrain}/{meta}/{score}", pretrain_epochs=pretrain, meta_epochs=meta,
                  score_tasks=score, val_auroc=metrics.auroc(split.val.labels, val),

@@ -5,14 +5,17 @@ Every method that removes images is a fit function in `FITTERS`,
   fit(ctx, train_mask, start, stage) -> Fit(carry, scorers, info)
 
 which sees only the images in `train_mask`. `start` is the `carry` the same fold's fit returned the iteration
-before (None at the first iteration, or always without `refine.warm_start`); `scorers` are flow params whose
-mean score over the fixed evaluation views is the fold's score of an image; `info` joins the history.
+before (None at the first iteration, or always without `refine.warm_start`); `scorers` are functions of an
+image's evaluation-view features (n, V, D) -> (n,), whose mean is the fold's score of an image; `info` joins the
+history.
 
   one_shot   one removal, scored by flows trained on the noisy set at the full detector schedule
   iterative  removal repeated, each time scored by flows trained for `refine.score_epochs` (IRP)
   maml_iqr   removal repeated, scored by flows meta-trained on tasks of the kept images
              (`maml.objective`, e.g. MAML) and adapted by the very inner loop the objective trained for, on
              `maml.score_tasks` support sets
+  gaussian_iqr  removal repeated, scored by a Ledoit-Wolf Gaussian on the mean of each image's evaluation views
+             (`gaussian.py`); nothing is trained, so an iteration takes a fraction of a second
 
 Scores are cross-fitted: the training images are split once, by the seed, into `refine.folds` folds, and fold
 f is scored by a fit that saw only the other folds' kept images, so a flow never scores an image it was fitted
@@ -34,7 +37,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from maml_iqr import detector, maml, metric_writer
+from maml_iqr import detector, gaussian, maml, metric_writer
 from maml_iqr.checkpoint import Checkpointer
 from maml_iqr.common import log, stage_rng
 from maml_iqr.refine import RefineState, refine_step
@@ -85,12 +88,25 @@ def train_flow(ctx: Context, mask: np.ndarray, epochs: int, stage: tuple, params
   return params, losses
 
 
+def flow_scorer(ctx: Context, params) -> Callable[[np.ndarray], np.ndarray]:
+  """The flow with `params` as a scorer: `score.kind` averaged over an image's evaluation views."""
+  return lambda feats: detector.score(ctx.flow, params, feats, ctx.config.score.kind)
+
+
 def fit_trained(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:
   """A flow trained on the mask: `refine.score_epochs` (iterative) or the full detector schedule (one_shot)."""
   c = ctx.config
   epochs = c.refine.score_epochs if c.method == "iterative" else c.train.meta_epochs * c.train.sub_epochs
   params, losses = train_flow(ctx, mask, epochs, stage, start)
-  return Fit(params, [params], {"train_loss": float(np.mean(losses[-max(1, len(losses) // 10):]))})
+  return Fit(params, [flow_scorer(ctx, params)], {"train_loss": float(np.mean(losses[-max(1, len(losses) // 10):]))})
+
+
+def fit_gaussian(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:
+  """gaussian_iqr: a Gaussian on the mask's images' mean evaluation-view features; an image scores its
+  Mahalanobis distance. Nothing carries over (`start` is always None: refine.warm_start is refused)."""
+  del start, stage
+  mean, precision = gaussian.fit(ctx.feats["train_eval"][np.flatnonzero(mask)].mean(1))
+  return Fit(None, [lambda feats: gaussian.mahalanobis(mean, precision, np.asarray(feats).mean(1))])
 
 
 # --------------------------------------------------------------------------------------------- meta-learning
@@ -200,7 +216,7 @@ def adapted_scorers(ctx: Context, meta_params, mask: np.ndarray, stage: tuple) -
   idx = np.flatnonzero(mask)
   supports = np.stack([rng.choice(idx, n_support, replace=False) for _ in range(c.maml.score_tasks)])
   adapt = _adapt(ctx.flow, cfg)
-  return [adapt(meta_params, task_rows(ctx, rng, s)) for s in supports]
+  return [flow_scorer(ctx, adapt(meta_params, task_rows(ctx, rng, s))) for s in supports]
 
 
 def fit_meta(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:
@@ -211,19 +227,20 @@ def fit_meta(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:
   return Fit(params, adapted_scorers(ctx, params, mask, stage), info)
 
 
-FITTERS: dict[str, Callable[..., Fit]] = {"one_shot": fit_trained, "iterative": fit_trained, "maml_iqr": fit_meta}
+FITTERS: dict[str, Callable[..., Fit]] = {"one_shot": fit_trained, "iterative": fit_trained, "maml_iqr": fit_meta,
+                                          "gaussian_iqr": fit_gaussian}
 
 
 # ------------------------------------------------------------------------------------------------- scoring
 
-def mean_score(ctx: Context, scorers: list, feats) -> np.ndarray:
-  return np.mean([detector.score(ctx.flow, p, feats, ctx.config.score.kind) for p in scorers], axis=0)
+def mean_score(scorers: list, feats) -> np.ndarray:
+  return np.mean([score(feats) for score in scorers], axis=0)
 
 
 def min_fit_images(config) -> int:
   """The fewest images a fit may be given: a MAML task's worth for maml_iqr (tasks are drawn without
-  replacement), one otherwise. Removals stop short of it (`refine.select_removals`)."""
-  return config.maml.task_size if config.method == "maml_iqr" else 1
+  replacement), two for a Gaussian, one otherwise. Removals stop short of it (`refine.select_removals`)."""
+  return {"maml_iqr": config.maml.task_size, "gaussian_iqr": 2}.get(config.method, 1)
 
 
 def fold_assignment(config, n: int) -> np.ndarray:
@@ -251,10 +268,10 @@ def score_iteration(ctx: Context, kept: np.ndarray, fold_of: np.ndarray, carries
     fit_on = kept & (fold_of != f) if n_folds > 1 else kept
     target = kept & (fold_of == f) if n_folds > 1 else kept
     out = fit(ctx, fit_on, carries[f] if c.refine.warm_start else None, (iteration, f))
-    scores = mean_score(ctx, out.scorers, ctx.feats["train_eval"][np.flatnonzero(target)])
+    scores = mean_score(out.scorers, ctx.feats["train_eval"][np.flatnonzero(target)])
     train_scores[target] = robust_standardise(scores, scores)
     if len(val_scores):
-      val_scores += robust_standardise(mean_score(ctx, out.scorers, ctx.feats["val"]), scores) / n_folds
+      val_scores += robust_standardise(mean_score(out.scorers, ctx.feats["val"]), scores) / n_folds
     new_carries.append(out.carry if c.refine.warm_start else None)
     infos.append(out.info)
   info = {k: float(np.mean([i[k] for i in infos])) for k in infos[0]} if infos and infos[0] else {}

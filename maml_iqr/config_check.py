@@ -13,7 +13,7 @@ import re
 
 from maml_iqr.io import is_writer
 
-METHODS = ("differnet", "one_shot", "iterative", "maml_iqr")
+METHODS = ("differnet", "one_shot", "iterative", "maml_iqr", "gaussian_iqr")
 DATASETS = ("mvtec", "ksdd2", "magnetic_tile", "elpv", "folder")
 BACKBONES = ("efficientnet_lite0", "alexnet")
 
@@ -90,6 +90,8 @@ def validate(c) -> None:
     section, name = flag.split(".")
     _check(_is_num(c[section][name]), flag, c[section][name], "a finite number")
   _check(c.method in METHODS, "method", c.method, f"one of {METHODS}")
+  _check(not (c.method == "gaussian_iqr" and c.refine.warm_start), "refine.warm_start", c.refine.warm_start,
+         "False with method=gaussian_iqr (a Gaussian is fitted in one step: there is nothing to warm-start)")
   _check(c.data.name in DATASETS, "data.name", c.data.name, f"one of {DATASETS}")
   if c.data.name in ("mvtec", "ksdd2", "magnetic_tile", "folder"):
     _check(bool(c.data.root), "data.root", c.data.root, f"the {c.data.name} folder (it is required for this dataset)")

@@ -73,6 +73,21 @@ def aupr(labels, scores) -> float:
   return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
+def removal_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+  """Cleaning read as detection on the training set: (share of good images lost, share of defective ones
+  removed) when every image scoring at least t is removed, for each distinct score t from high to low, starting
+  at (0, 0). Tied images are removed together."""
+  labels, scores = _check(labels, scores)
+  tp, fp = _pr_counts(labels, scores)
+  return np.r_[0.0, fp / (~labels).sum()], np.r_[0.0, tp / labels.sum()]
+
+
+def recall_at_good_lost(labels, scores, budget: float) -> float:
+  """The highest share of defective images any threshold removes while losing at most `budget` of the good."""
+  good_lost, recall = removal_curve(labels, scores)
+  return float(recall[good_lost <= budget].max())
+
+
 def f1_max(labels, scores) -> float:
   """Best F1 = 2 TP / (2 TP + FP + FN) over all thresholds score >= t."""
   labels, scores = _check(labels, scores)

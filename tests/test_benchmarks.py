@@ -55,27 +55,3 @@ def test_cost_curves_quick_writes_expected_json(tmp_path):
       assert _positive(p["seconds"]) and _positive(p[x]), (curve, p)
   assert "slope_s" in res["score_vs_n"]["fit_vs_n"]
 
-
-def test_removal_curve_reads_what_the_scores_allow():
-  """The curve is exact on a hand-made case (ties removed together), its area is the cleaning AUROC, and the
-  IQR points come from the recorded scores: a perfect score reaches recall 1 with no good image lost; a reversed one
-  cannot."""
-  import numpy as np
-  from benchmarks import removal_curve
-
-  injected = np.array([1, 0, 1, 0, 0, 0], bool)
-  good_lost, recall = removal_curve.curve(injected, np.array([5.0, 4.0, 4.0, 1.0, 0.0, -1.0]))
-  np.testing.assert_allclose(good_lost, [0, 0, 0.25, 0.5, 0.75, 1.0])
-  np.testing.assert_allclose(recall, [0, 0.5, 1.0, 1.0, 1.0, 1.0])
-
-  rng = np.random.default_rng(0)
-  flags = rng.random(400) < 0.1
-  separated = np.where(flags, 10.0, 0.0) + rng.normal(size=400)
-  run = {"refinement": [{"scores": separated.tolist(), "scores_injected": flags.astype(int).tolist()}]}
-  good = removal_curve.cell_figures(run)
-  run["refinement"][0]["scores"] = (-separated).tolist()
-  bad = removal_curve.cell_figures(run)
-  assert good["auroc"] == 1.0 and good["recall_at_budget"] == 1.0 and good["k"]["1.5"]["recall"] == 1.0
-  assert bad["auroc"] == 0.0 and bad["recall_at_budget"] < 0.05 and bad["k"]["1.5"]["recall"] == 0.0
-  area = np.trapezoid(good["curve_on_grid"], removal_curve.GRID)
-  assert area > 0.99

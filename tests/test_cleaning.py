@@ -22,7 +22,7 @@ def test_fold_fits_never_see_the_images_they_score(monkeypatch, method, warm_sta
 
   scored = []
 
-  def spy_score(ctx, scorers, feats):
+  def spy_score(scorers, feats):
     ids = set(np.asarray(feats)[:, 0, 0].astype(int).tolist())  # feature rows carry their image's index
     if feats.shape[0] != N_VAL:
       scored.append((scorers[0], ids))

@@ -91,3 +91,16 @@ def test_ranges_and_order_invariance(case):
     value = fn(labels, scores)
     assert 0.0 <= value <= 1.0
     assert fn(labels[perm], scores[perm]) == pytest.approx(value)
+
+
+def test_removal_curve_is_exact_and_removes_ties_together():
+  """Hand-made case: a good and a defective image tie at 4.0 and leave together; the best recall within a
+  good-lost budget reads the curve; a reversed score finds nothing within a small budget."""
+  labels = np.array([1, 0, 1, 0, 0, 0])
+  good_lost, recall = metrics.removal_curve(labels, np.array([5.0, 4.0, 4.0, 1.0, 0.0, -1.0]))
+  np.testing.assert_allclose(good_lost, [0, 0, 0.25, 0.5, 0.75, 1.0])
+  np.testing.assert_allclose(recall, [0, 0.5, 1.0, 1.0, 1.0, 1.0])
+  assert metrics.recall_at_good_lost(labels, np.array([5.0, 4.0, 4.0, 1.0, 0.0, -1.0]), 0.2) == 0.5
+  assert metrics.recall_at_good_lost(labels, np.array([5.0, 4.0, 4.0, 1.0, 0.0, -1.0]), 0.25) == 1.0
+  assert metrics.recall_at_good_lost(labels, -np.arange(6.0), 0.05) == 0.5
+  assert metrics.recall_at_good_lost(labels, np.arange(6.0), 0.5) == 0.0

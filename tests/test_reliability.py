@@ -130,6 +130,16 @@ def test_dataset_specific_values(folders, dataset, flag, value, expected):
     config_check.validate(c)
 
 
+def test_gaussian_iqr_refuses_a_warm_start(folders):
+  """A Gaussian has no params to carry to the next iteration; the same flag is fine for a flow method."""
+  c = _config(folders)
+  c.refine.warm_start = True
+  config_check.validate(c)
+  c.method = "gaussian_iqr"
+  with pytest.raises(ConfigError, match=r"--config.refine.warm_start=True.*gaussian_iqr"):
+    config_check.validate(c)
+
+
 def test_alexnet_without_weights_file(folders, tmp_path):
   c = _config(folders)
   c.backbone.name = "alexnet"

@@ -29,10 +29,10 @@ def test_hypergeometric_tail_known_values():
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("mtd_cache"))  # the three methods share one feature cache
+  return str(tmp_path_factory.mktemp("mtd_cache"))  # the methods share one feature cache
 
 
-@pytest.mark.parametrize("method", ["one_shot", "iterative", "maml_iqr"])
+@pytest.mark.parametrize("method", ["one_shot", "iterative", "maml_iqr", "gaussian_iqr"])
 def test_removals_on_magnetic_tile_at_30_percent_noise_beat_chance(method, cache_dir, tmp_path):
   c = mtd_config.get_config()
   c.data.root = shared_data("magnetic_tile")

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from launch.sweep import cells, done_by_this_sweep, load_experiment
 from tests.conftest import REPO, write_synthetic_folders
 
@@ -84,3 +86,9 @@ def test_arms_set_method_and_settings_together():
   assert all(c.noise.ratio == 0.2 and c.seed == 1 and c.refine.max_iterations == 3 for c in by_arm.values())
   assert len({cell_dir("/r", c) for c in todo}) == len(todo)
   assert cell_dir("/r", [c for c in todo if c["arm"] == "objective_none"][0]).startswith("/r/mono/objective_none/")
+  only = ablation.get_config("elpv/gaussian_iqr+differnet")  # arms added to a grid run alone
+  assert set(only.arms) == {"gaussian_iqr", "differnet"}
+  gauss = cell_config(only, [c for c in cells(only) if c["arm"] == "gaussian_iqr"][0], "/r")
+  assert gauss.method == "gaussian_iqr" and gauss.refine.folds == 1 and gauss.refine.max_iterations == 3
+  with pytest.raises(ValueError, match="no arm"):
+    ablation.get_config("elpv/gaussian")
