@@ -26,7 +26,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from maml_iqr import cleaning, feature_cache, gaussian, run
+from maml_iqr import cleaning, gaussian, run
 from maml_iqr.data import readers
 from maml_iqr.data.contamination import contaminate
 from maml_iqr.io import write_json
@@ -86,17 +86,13 @@ def main(argv):
                                     tuple(config.backbone.stages) if config.backbone.name != "alexnet" else None)
   bparams = backbone.load()
   dataset = readers.read(config.data, backbone.input_size, prepared_dir=os.path.join(config.cache_dir, "tfds"))
-  images = np.concatenate([dataset.train.images, dataset.test.images])
-  row = {i: r for r, i in enumerate(dataset.train.ids + dataset.test.ids)}
-  evaluation = feature_cache.features(config, backbone, bparams, images, dataset.name,
-                                      train_rows=np.zeros(0, np.int64))["eval"]
   results = collections.defaultdict(list)
   for noise in map(float, FLAGS.noise):
     for seed in map(int, FLAGS.seeds):
       split = contaminate(dataset, noise, config.noise.mode, config.noise.overlap, seed, config.noise.on_shortage,
                           config.noise.val_fraction)
       injected = run.injected_mask(split)
-      feats = evaluation[np.asarray([row[i] for i in split.train.ids])]
+      feats = run.split_features(config, backbone, bparams, dataset, split, train_views=False)["train_eval"]
       seeded = config.copy_and_resolve_references()
       seeded.seed = seed
       arms = {name: figures(injected, s)

@@ -38,7 +38,6 @@ flags.DEFINE_string("gpus", None, "With --parallel: the GPU ids to spread worker
 flags.DEFINE_string("shard", "", "Internal: 'i/n' runs every n-th cell starting at i.")
 flags.DEFINE_bool("tables_only", False, "Only (re)write the tables from finished cells.")
 flags.DEFINE_bool("overwrite", False, "Rerun from scratch the cells whose workdir was made by another config.")
-flags.mark_flags_as_required(["sweep", "workdir"])
 FLAGS = flags.FLAGS
 
 WORKER_GRACE_S = 60  # after forwarding SIGTERM, how long workers get to stop before they are killed
@@ -268,5 +267,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.mark_flags_as_required(["sweep", "workdir"])  # here, so that a script may import cell_config
   xla_flags.prepare_process()  # before JAX starts a backend (maml_iqr/xla_flags.py)
   app.run(main, flags_parser=parse_flags)

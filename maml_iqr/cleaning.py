@@ -288,8 +288,10 @@ def refine(ctx: Context, checkpoint_dir: str, n_train: int, val_labels: np.ndarr
   state = RefineState(np.ones(n_train, bool))
   fold_of = fold_assignment(c, n_train)
   carries = [None] * c.refine.folds
-  init = detector.init_params(ctx.flow, c.seed)
-  like = {f"fold_{f}": init for f in range(c.refine.folds)} if c.refine.warm_start else {}
+  like = {}  # the checkpoint's layout: the folds' carried params, only when they carry over
+  if c.refine.warm_start:
+    init = detector.init_params(ctx.flow, c.seed)
+    like = {f"fold_{f}": init for f in range(c.refine.folds)}
   ckpt = Checkpointer(checkpoint_dir)
   restored = ckpt.restore_latest(like)
   if restored is not None:

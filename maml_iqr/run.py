@@ -23,15 +23,16 @@ from maml_iqr.io import write_atomic, write_json
 from maml_iqr.models import backbones
 
 
-def split_features(config, backbone, bparams, dataset, split) -> dict[str, np.ndarray]:
+def split_features(config, backbone, bparams, dataset, split, train_views: bool = True) -> dict[str, np.ndarray]:
   """Features of the split's images from the content-keyed cache (`feature_cache`), rows matched by id:
   {'train' (N, K, D), 'train_views', 'train_eval' (N, V, D), 'val', 'test'}. Training views are computed for the
-  split's training images only; validation and test images need just the evaluation views."""
+  split's training images only (none with `train_views=False`: what scoring alone needs); validation and test
+  images need just the evaluation views."""
   row = {i: r for r, i in enumerate(dataset.train.ids + dataset.test.ids)}
   rows = lambda s: np.asarray([row[i] for i in s.ids], np.int64)
   feats = feature_cache.features(config, backbone, bparams,
                                  np.concatenate([dataset.train.images, dataset.test.images]), dataset.name,
-                                 train_rows=rows(split.train))
+                                 train_rows=rows(split.train) if train_views else np.zeros(0, np.int64))
   return {"train": feats["train"], "train_views": feats["train_views"],
           "train_eval": feats["eval"][rows(split.train)], "val": feats["eval"][rows(split.val)],
           "test": feats["eval"][rows(split.test)]}
