@@ -18,15 +18,13 @@ Training-set labels only.
       --roots=results/ablation_mtd --out=results/benchmarks/cleaning_scorers_mtd.json
 """
 import collections
-import glob
-import json
 import os
 
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from maml_iqr import cleaning, gaussian, run
+from maml_iqr import cleaning, gaussian, run, tables
 from maml_iqr.data import readers
 from maml_iqr.data.contamination import contaminate
 from maml_iqr.io import write_json
@@ -62,18 +60,17 @@ def figures(injected: np.ndarray, scores: np.ndarray) -> dict:
   return {"auroc": auroc(injected, scores), "recall_at_budget": recall_at_good_lost(injected, scores, GOOD_LOST_BUDGET)}
 
 
-def recorded(roots: list[str], dataset: str, noise: float, seed: int) -> dict[str, dict]:
-  """{arm: figures} of the finished sweep cells of this data, noise and seed (first refinement iteration)."""
-  out = {}
+def recorded(roots: list[str]) -> dict[tuple, dict]:
+  """{(dataset, noise, seed): {arm (root): figures of its first refinement iteration}} of the roots' finished
+  cells, every results.json read once."""
+  out = collections.defaultdict(dict)
   for root in roots:
-    for path in sorted(glob.glob(os.path.join(root, "**", "results.json"), recursive=True)):
-      with open(path) as f:
-        r = json.load(f)
-      if (r.get("status") == "done" and r.get("refinement") and r["dataset"] == dataset
-          and r["noise"]["ratio"] == noise and r["seed"] == seed):
+    for r in tables.collect(root):
+      if r.get("refinement") and r["contamination"]["n_injected"]:
         first = r["refinement"][0]
-        arm = r["method"] + (f" [{r['tag']}]" if r.get("tag") else "") + f" ({os.path.basename(root.rstrip('/'))})"
-        out[arm] = figures(np.asarray(first["scores_injected"], bool), np.asarray(first["scores"]))
+        arm = f"{tables.label(r)} ({os.path.basename(root.rstrip('/'))})"
+        out[(r["dataset"], r["noise"]["ratio"], r["seed"])][arm] = figures(
+            np.asarray(first["scores_injected"], bool), np.asarray(first["scores"]))
   return out
 
 
@@ -86,6 +83,7 @@ def main(argv):
                                     tuple(config.backbone.stages) if config.backbone.name != "alexnet" else None)
   bparams = backbone.load()
   dataset = readers.read(config.data, backbone.input_size, prepared_dir=os.path.join(config.cache_dir, "tfds"))
+  flow_arms = recorded(FLAGS.roots)
   results = collections.defaultdict(list)
   for noise in map(float, FLAGS.noise):
     for seed in map(int, FLAGS.seeds):
@@ -97,7 +95,7 @@ def main(argv):
       seeded.seed = seed
       arms = {name: figures(injected, s)
               for name, s in gaussian_scores(feats, cleaning.fold_assignment(seeded, len(feats))).items()}
-      arms.update(recorded(FLAGS.roots, dataset.name, noise, seed))
+      arms.update(flow_arms.get((dataset.name, noise, seed), {}))
       print(f"noise {noise:.0%} seed {seed} ({int(injected.sum())} injected of {len(injected)}): " + ", ".join(
           f"{a} {v['auroc']:.3f} / {v['recall_at_budget']:.2f}" for a, v in arms.items()), flush=True)
       for a, v in arms.items():

@@ -12,13 +12,11 @@ the same standardised scores the rule saw.
       --out=results/benchmarks/removal_curve
 """
 import collections
-import glob
-import json
-import os
 
 import numpy as np
 from absl import app, flags
 
+from maml_iqr import tables
 from maml_iqr.io import write_atomic, write_json
 from maml_iqr.metrics import auroc, recall_at_good_lost, removal_curve
 from maml_iqr.refine import iqr_threshold
@@ -50,15 +48,10 @@ def cell_figures(r: dict) -> dict:
 def collect(roots: list[str]) -> dict:
   """{(dataset/category, arm, noise): [figures per seed]} for every finished noisy run of a removing arm."""
   groups = collections.defaultdict(list)
-  for root in roots:
-    for path in sorted(glob.glob(os.path.join(root, "**", "results.json"), recursive=True)):
-      with open(path) as f:
-        r = json.load(f)
-      if r.get("status") != "done" or not r.get("refinement") or not r["contamination"]["n_injected"]:
-        continue
-      arm = r["method"] + (f" [{r['tag']}]" if r.get("tag") else "")
-      key = (f"{r['dataset']}/{r['category']}", arm, r["noise"]["ratio"])
-      groups[key].append(dict(cell_figures(r), seed=r["seed"]))
+  for r in (r for root in roots for r in tables.collect(root)):
+    if r.get("refinement") and r["contamination"]["n_injected"]:
+      groups[(f"{r['dataset']}/{r['category']}", tables.label(r), r["noise"]["ratio"])].append(
+          dict(cell_figures(r), seed=r["seed"]))
   return dict(sorted(groups.items()))
 
 
