@@ -109,3 +109,21 @@ def test_micro_batches_match_one_batch(params, chelsea):
   split = enet._features(params, images, enet.DEFAULT_STAGES, micro_batch=2)
   assert split.shape == (3, 472)
   np.testing.assert_allclose(split, whole, rtol=1e-4, atol=1e-4)
+
+
+def test_poolings_pool_the_stage_maps_pooling_major(params, chelsea):
+  images = jnp.concatenate([chelsea, chelsea[:, ::-1]], axis=0)[:, :64, :64]
+  stages = ('stride8', 'stride16')
+  got = np.asarray(enet.features(params, images, stages, poolings=('max', 'gem', 'std', 'mean')))
+  maps = enet._stage_maps(params, images, {'block4', 'block10'})
+  m8, m16 = (np.asarray(maps[n], np.float64) for n in ('block4', 'block10'))
+  pos = lambda m: np.maximum(m, 0)
+  want = np.concatenate([m8.max((1, 2)), m16.max((1, 2)),
+                         ((pos(m8) ** 3).mean((1, 2))) ** (1 / 3), ((pos(m16) ** 3).mean((1, 2))) ** (1 / 3),
+                         m8.std((1, 2)), m16.std((1, 2)), m8.mean((1, 2)), m16.mean((1, 2))], -1)
+  assert got.shape == (2, 4 * enet.feature_dim(stages))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(got[:, -enet.feature_dim(stages):], enet.features(params, images, stages),
+                             rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match='unknown pooling'):
+    enet.features(params, images, stages, poolings=('median',))

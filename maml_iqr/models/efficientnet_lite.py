@@ -224,13 +224,25 @@ def _stage_maps(params, images, wanted, reference=False):
   return maps
 
 
-def features(params, images, stages=DEFAULT_STAGES):
-  """Global-average-pooled stage outputs, concatenated: (B, feature_dim)."""
-  return _features(params, images, stages)
+# How a stage map (B, H, W, C) becomes (B, C). 'mean' is DifferNet's global average; the others are candidates
+# that do not average a small defect away (benchmarks/pooling.py measures them): the maximum, the standard
+# deviation over positions, and generalised-mean pooling (p = 3) of the map's positive part.
+POOLINGS = {
+    'mean': lambda m: m.mean(axis=(1, 2)),
+    'max': lambda m: m.max(axis=(1, 2)),
+    'std': lambda m: m.std(axis=(1, 2)),
+    'gem': lambda m: (jnp.maximum(m, 0.0) ** 3).mean(axis=(1, 2)) ** (1 / 3),
+}
+
+
+def features(params, images, stages=DEFAULT_STAGES, poolings=('mean',)):
+  """Pooled stage outputs, concatenated pooling-major (every stage's first pooling, then every stage's second):
+  (B, len(poolings) * feature_dim(stages)). The default is global average pooling."""
+  return _features(params, images, stages, poolings=poolings)
 
 
 def _features(params, images, stages, reference=False,
-              micro_batch=MICRO_BATCH):
+              micro_batch=MICRO_BATCH, poolings=('mean',)):
   """`features`; `reference` uses XLA's grouped conv for the depthwise convs.
 
   Batches above `micro_batch` run `micro_batch` images at a time (`lax.map`,
@@ -239,11 +251,14 @@ def _features(params, images, stages, reference=False,
   """
   for s in stages:
     stage_dim(s)  # Fails on unknown names.
+  unknown = set(poolings) - set(POOLINGS)
+  if unknown:
+    raise ValueError(f'unknown pooling {sorted(unknown)}; known: {sorted(POOLINGS)}')
   names = [_ALIASES.get(s, s) for s in stages]
 
   def run(x):
     maps = _stage_maps(params, x, set(names), reference)
-    return jnp.concatenate([maps[n].mean(axis=(1, 2)) for n in names], axis=-1)
+    return jnp.concatenate([POOLINGS[p](maps[n]) for p in poolings for n in names], axis=-1)
 
   n = images.shape[0]
   if not micro_batch or n <= micro_batch:
