@@ -247,7 +247,8 @@ def check_feasible(c, split) -> list[str]:
   set lacking good or defective images has no validation AUROC, so refinement runs to
   `refine.max_iterations` (or until nothing is removed) without its stopping rule. That is allowed, not
   refused: it is the paper's loop without early stopping, and a user's own folder may have no defects to
-  validate with; the run says so in its log and in results.json (`warnings`).
+  validate with; the run says so in its log and in results.json (`warnings`). Likewise a flow-scored method
+  without cross-fitting (`refine.folds=1`, what a user gets by switching `configs/folder.py` to maml_iqr alone).
   """
   problem = _test_set_problem(c, split)
   if problem:
@@ -291,6 +292,10 @@ def check_feasible(c, split) -> list[str]:
         f"(noise.val_fraction={c.noise.val_fraction!r}), so refinement cannot stop when it stops improving and "
         f"runs to refine.max_iterations={c.refine.max_iterations} or until nothing is removed; set "
         "--config.noise.val_fraction > 0 (and give the dataset defective images) for the stopping rule")
+  if removes and c.method != "gaussian_iqr" and c.refine.folds == 1:
+    warnings.append(
+        f"{c.method} with refine.folds=1: every image is scored by a flow fitted on it, which can learn it as "
+        "normal; --config.refine.folds=2 scores each image by a flow that never saw it (the measured setting)")
   return warnings
 
 

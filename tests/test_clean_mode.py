@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from configs import folder as folder_config
 from maml_iqr import metrics, run
@@ -12,8 +13,10 @@ from tests.conftest import shared_data
 N_DEFECTS = 6
 
 
-def test_clean_mode_ranks_the_defects_mixed_into_a_real_folder_high(tmp_path):
-  """28 good hazelnut photos plus 6 with colour defects in one folder, no labels: suspicious.csv must rank the
+@pytest.mark.parametrize("method", ["default", "maml_iqr"])
+def test_clean_mode_ranks_the_defects_mixed_into_a_real_folder_high(tmp_path, method):
+  """28 good hazelnut photos plus 6 with colour defects in one folder, no labels, with the folder config's
+  default scorer (gaussian_iqr) and with the paper's (maml_iqr, cross-fitted): suspicious.csv must rank the
   6 high (AUROC of the cleaning scores against the hidden truth >= 0.85; random scores give 0.5, and reach
   0.85 with probability below 1 %), the run must say it has no test set and which stopping rule it used, and
   the saved detector and review sheet must be there."""
@@ -26,6 +29,9 @@ def test_clean_mode_ranks_the_defects_mixed_into_a_real_folder_high(tmp_path):
     os.symlink(os.path.join(data, "test", "colour", name), folder / f"colour_{name}")
   c = folder_config.get_config()
   c.data.root = str(folder)
+  assert c.method == "gaussian_iqr" and c.refine.folds == 1
+  if method == "maml_iqr":
+    c.method, c.refine.folds = "maml_iqr", 2
   c.flow.n_blocks, c.flow.hidden = 4, 128
   c.train.meta_epochs, c.train.sub_epochs, c.train.n_cached_views, c.train.n_views = 4, 4, 4, 4
   c.score.n_views, c.refine.max_iterations, c.maml.pretrain_epochs = 4, 1, 4

@@ -29,6 +29,7 @@ def _config(folders, **overrides):
   c.data.root = str(folders / "good")
   c.data.defective_root = str(folders / "bad")
   c.noise.ratio = 0.5
+  c.refine.folds = 2  # cross-fitted flows (configs/folder.py's 1 is gaussian_iqr's form)
   for k, v in overrides.items():
     section, name = k.split(".") if "." in k else (None, k)
     (c[section] if section else c)[name] = v
@@ -82,6 +83,25 @@ def test_no_validation_auroc_is_said_in_the_log_and_in_results(folders, tmp_path
   assert started["status"] == "data"
   assert len(started["warnings"]) == 1 and "no validation AUROC" in started["warnings"][0]
   assert "WARNING: no validation AUROC" in caplog.text
+
+
+@pytest.mark.parametrize("method,folds,warned", [("maml_iqr", 1, True), ("iterative", 1, True),
+                                                 ("maml_iqr", 2, False), ("gaussian_iqr", 1, False)])
+def test_a_flow_that_scores_the_images_it_was_fitted_on_is_said(folders, tmp_path, monkeypatch, method, folds,
+                                                                warned):
+  """A flow-scored method with refine.folds=1 runs, and says its scores come from flows fitted on the scored
+  images; the Gaussian's measured form (folds=1) and cross-fitted flows say nothing."""
+  class Stop(Exception):
+    pass
+
+  def stop(*a, **k):
+    raise Stop()
+
+  monkeypatch.setattr(feature_cache, "features", stop)
+  with pytest.raises(Stop):
+    run.train_and_evaluate(_config(folders, method=method, **{"refine.folds": folds}), str(tmp_path))
+  started = json.loads((tmp_path / "results.json").read_text())
+  assert any("refine.folds=1" in w for w in started["warnings"]) == warned, started["warnings"]
 
 
 def _launch(*args, timeout=120):

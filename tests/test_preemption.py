@@ -19,7 +19,8 @@ import pytest
 from tests.conftest import REPO, write_synthetic_folders
 
 STOP_WITHIN_S = 30  # measured: 1-6 s on a loaded 2-core machine (a compile in progress finishes first)
-OVERRIDES = {"noise.ratio": 0.5, "refine.k": 0.1, "refine.max_iterations": 3, "refine.patience": 3,
+OVERRIDES = {"method": "maml_iqr", "refine.folds": 2,  # configs/folder.py's default is gaussian_iqr
+             "noise.ratio": 0.5, "refine.k": 0.1, "refine.max_iterations": 3, "refine.patience": 3,
              "refine.min_kept": 4, "maml.meta_epochs": 1,
              "refine.warm_start": True}  # the fits carried in checkpoints must resume too
 NUMBERS = ("auroc", "aupr", "removal", "test_scores", "injected_ids", "n_final_train")
@@ -122,7 +123,7 @@ def test_sigterm_stops_a_parallel_sweep_and_its_workers_then_it_resumes(tmp_path
   data = write_synthetic_folders(tmp_path / "data", n_good=16, n_bad=8, size=32)
   sweep_file = tmp_path / "sweep.py"
   overrides = {"data": {"root": str(data / "good"), "defective_root": str(data / "bad")},
-               "refine": {"k": 0.1, "max_iterations": 3, "patience": 3, "min_kept": 4}, "maml": {"meta_epochs": 1}}
+               "refine": {"k": 0.1, "max_iterations": 3, "patience": 3, "min_kept": 4, "folds": 2}, "maml": {"meta_epochs": 1}}
   sweep_file.write_text(f'''
 import ml_collections
 def get_config():

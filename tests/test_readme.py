@@ -46,6 +46,7 @@ def test_readme_meta_objective_registers_and_runs_from_the_command_line(tmp_path
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]))
   cmd = [sys.executable, "-m", "launch.main", "--import=my_objectives", "--config=configs/folder.py:quick",
          f"--config.maml.objective={name}", f"--workdir={tmp_path / 'w'}",
+         "--config.method=maml_iqr", "--config.refine.folds=2",  # folder.py's default is gaussian_iqr
          f"--config.data.root={folders / 'good'}", f"--config.data.defective_root={folders / 'bad'}",
          "--config.noise.ratio=0.5", "--config.refine.max_iterations=1", "--config.maml.task_size=4",
          "--config.score.pixel_auroc_images=0"]

@@ -31,7 +31,8 @@ from maml_iqr.models import flow as flow_lib
 from tests.conftest import REPO
 
 # The run every heavy test shares: 3 refinement iterations (removing 2, 2, 0 images), several checkpoints.
-OVERRIDES = {"noise.ratio": 0.5, "refine.k": 0.1, "refine.max_iterations": 3, "refine.patience": 3,
+OVERRIDES = {"method": "maml_iqr", "refine.folds": 2,  # configs/folder.py's default is gaussian_iqr
+             "noise.ratio": 0.5, "refine.k": 0.1, "refine.max_iterations": 3, "refine.patience": 3,
              "refine.min_kept": 4, "maml.meta_epochs": 1,
              "refine.warm_start": True,  # checkpoints then carry the fold fits, whose restore is tested here
              "train.meta_epochs": 40}  # a final training of seconds, so a kill can land inside it

@@ -20,6 +20,7 @@ def _config(folders, method, **overrides):
   c.data.root = str(folders / "good")
   c.data.defective_root = str(folders / "bad")
   c.method = method
+  c.refine.folds = 2  # cross-fitted flows (configs/folder.py's 1 is gaussian_iqr's form)
   c.noise.ratio = 0.5
   c.refine.k = 0.5
   c.refine.min_kept = 4
@@ -99,7 +100,8 @@ def _launch(workdir, *extra):
 def test_sigkill_then_resume_gives_the_same_results(folders, tmp_path):
   args = [f"--config.data.root={folders / 'good'}", f"--config.data.defective_root={folders / 'bad'}",
           "--config.noise.ratio=0.5", "--config.refine.k=0.1", "--config.refine.max_iterations=3",
-          "--config.refine.patience=3", "--config.refine.min_kept=4", "--config.maml.meta_epochs=1"]
+          "--config.refine.patience=3", "--config.refine.min_kept=4", "--config.maml.meta_epochs=1",
+          "--config.method=maml_iqr", "--config.refine.folds=2"]
   ref = _launch(tmp_path / "ref", *args)
   assert ref.wait(timeout=600) == 0, ref.stdout.read()
   killed = _launch(tmp_path / "run", *args)

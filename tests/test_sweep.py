@@ -21,7 +21,8 @@ def get_config():
   s = ml_collections.ConfigDict()
   s.experiment = "configs/folder.py:quick"
   s.overrides = ml_collections.ConfigDict({{"data": {{"root": "{tmp_path / 'good'}",
-                                           "defective_root": "{tmp_path / 'bad'}"}}, "maml": {{"meta_epochs": 1, "task_size": 4}}}})
+                                           "defective_root": "{tmp_path / 'bad'}"}}, "maml": {{"meta_epochs": 1, "task_size": 4}},
+                                           "refine": {{"folds": 2}}}})
   s.categories = ("-",)
   s.noise = (0.0, 0.5)
   s.seeds = (0,)
