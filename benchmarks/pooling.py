@@ -21,7 +21,6 @@ standardised) only if its mean recall is higher by at least 0.05 and it is highe
 The backbone runs once per image and set (8 views, every pooling of every stage at once); the pooled means are
 kept in `--cache_dir`/pooling_<set>.npz, checked against the images' ids and the views on reuse.
 """
-import collections
 import dataclasses
 import functools
 import os

@@ -67,8 +67,8 @@ def test_infeasible_settings_fail_before_the_backbone_runs(folders, tmp_path, no
   assert not (tmp_path / "run_config.json").exists()  # the workdir stays free for the corrected config
 
 
-def test_no_validation_auroc_is_said_in_the_log_and_in_results(folders, tmp_path, monkeypatch, caplog):
-  """val_fraction=0 with a method that removes images: allowed, but said (the documented choice)."""
+def _started(config, tmp_path, monkeypatch) -> dict:
+  """results.json of a run stopped where its features would be computed: after every check, before any work."""
   class Stop(Exception):
     pass
 
@@ -76,10 +76,15 @@ def test_no_validation_auroc_is_said_in_the_log_and_in_results(folders, tmp_path
     raise Stop()
 
   monkeypatch.setattr(feature_cache, "features", stop)
-  caplog.set_level("INFO")
   with pytest.raises(Stop):
-    run.train_and_evaluate(_config(folders, method="maml_iqr", **{"noise.val_fraction": 0.0}), str(tmp_path))
-  started = json.loads((tmp_path / "results.json").read_text())
+    run.train_and_evaluate(config, str(tmp_path))
+  return json.loads((tmp_path / "results.json").read_text())
+
+
+def test_no_validation_auroc_is_said_in_the_log_and_in_results(folders, tmp_path, monkeypatch, caplog):
+  """val_fraction=0 with a method that removes images: allowed, but said (the documented choice)."""
+  caplog.set_level("INFO")
+  started = _started(_config(folders, method="maml_iqr", **{"noise.val_fraction": 0.0}), tmp_path, monkeypatch)
   assert started["status"] == "data"
   assert len(started["warnings"]) == 1 and "no validation AUROC" in started["warnings"][0]
   assert "WARNING: no validation AUROC" in caplog.text
@@ -91,16 +96,7 @@ def test_a_flow_that_scores_the_images_it_was_fitted_on_is_said(folders, tmp_pat
                                                                 warned):
   """A flow-scored method with refine.folds=1 runs, and says its scores come from flows fitted on the scored
   images; the Gaussian's measured form (folds=1) and cross-fitted flows say nothing."""
-  class Stop(Exception):
-    pass
-
-  def stop(*a, **k):
-    raise Stop()
-
-  monkeypatch.setattr(feature_cache, "features", stop)
-  with pytest.raises(Stop):
-    run.train_and_evaluate(_config(folders, method=method, **{"refine.folds": folds}), str(tmp_path))
-  started = json.loads((tmp_path / "results.json").read_text())
+  started = _started(_config(folders, method=method, **{"refine.folds": folds}), tmp_path, monkeypatch)
   assert any("refine.folds=1" in w for w in started["warnings"]) == warned, started["warnings"]
 
 
