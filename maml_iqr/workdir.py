@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import gc
 import glob
 import hashlib
 import json
@@ -303,37 +302,42 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 def stop_on_signals(on_signal=None):
   """Inside, the first SIGTERM or SIGINT raises `Interrupted` in the main thread (after `on_signal(signum)`,
   e.g. forwarding it to worker processes); later ones are ignored so that cleanup (closing checkpoints) ends.
-  The previous handlers come back on exit."""
+  The previous handlers come back on exit.
+
+  A signal can land while Python runs code whose exceptions it cannot propagate (a `__del__`, a weakref
+  finalizer, a garbage-collection callback: jax and orbax have all three); Python would print the `Interrupted`
+  as "Exception ignored in ..." with a traceback and drop it. Inside, such a dropped `Interrupted` is not
+  printed: the stop stays recorded, and the next `raise_if_stopped` (long loops call it every step, and leaving
+  this block does) raises it."""
   previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+  previous_hook = sys.unraisablehook
 
   def handler(signum, frame):
+    del frame
     for s in STOP_SIGNALS:
       signal.signal(s, lambda *_: None)
     _stop_requested.append(signum)
     if on_signal is not None:
       on_signal(signum)
-    if _deferring or _in_gc_callback(frame):  # `deferred_stop` raises on leaving; in a gc callback it would be
-      return                                   # printed and dropped: the next `raise_if_stopped` raises
+    if _deferring:  # `deferred_stop` raises on leaving
+      return
     raise Interrupted(signum)
+
+  def unraisable_hook(unraisable):
+    if not isinstance(unraisable.exc_value, Interrupted):
+      previous_hook(unraisable)
 
   for s in STOP_SIGNALS:
     signal.signal(s, handler)
+  sys.unraisablehook = unraisable_hook
   try:
     yield
     raise_if_stopped()  # a signal whose exception was dropped after the last loop's check: still a stop
   finally:
     _stop_requested.clear()
+    sys.unraisablehook = previous_hook
     for s, h in previous.items():
       signal.signal(s, h)
-
-
-def _in_gc_callback(frame) -> bool:
-  codes = {getattr(cb, "__code__", None) for cb in gc.callbacks}
-  while frame is not None:
-    if frame.f_code in codes:
-      return True
-    frame = frame.f_back
-  return False
 
 
 _stop_requested: list[int] = []  # the signal that arrived inside `stop_on_signals`, until it is left
@@ -354,9 +358,9 @@ def deferred_stop():
 
 
 def raise_if_stopped() -> None:
-  """Raises `Interrupted` when a stop signal arrived but its exception was lost: Python prints and drops an
-  exception raised while it runs a garbage-collection callback (jax registers one), which is where a signal
-  often lands during feature extraction. Long loops call this once per step."""
+  """Raises `Interrupted` when a stop signal arrived but its exception was dropped (raised inside a `__del__`,
+  a finalizer or a garbage-collection callback, which is where a signal often lands during feature extraction).
+  Long loops call this once per step."""
   if _stop_requested:
     raise Interrupted(_stop_requested[0])
 
