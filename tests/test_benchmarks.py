@@ -2,6 +2,8 @@
 import json
 import math
 
+import numpy as np
+
 from benchmarks import bench_core, cost_curves
 
 
@@ -55,3 +57,23 @@ def test_cost_curves_quick_writes_expected_json(tmp_path):
       assert _positive(p["seconds"]) and _positive(p[x]), (curve, p)
   assert "slope_s" in res["score_vs_n"]["fit_vs_n"]
 
+
+
+def test_patch_scores_find_the_odd_patch_and_never_match_an_image_with_itself():
+  """Images 0-3 are alike, image 4 has one far patch; images 5 and 6 share a far patch (a repeated defect)."""
+  from benchmarks import patch_scores
+  rng = np.random.default_rng(0)
+  patches = rng.normal(0, 0.01, (7, 6, 3)).astype(np.float32)
+  patches[4, 2] += 5.0
+  patches[5, 1] += [0.0, 5.0, 0.0]
+  patches[6, 3] += [0.0, 5.0, 0.0]
+  d = patch_scores.patch_distances(patches)
+  assert d.shape == (7, 6, 7)
+  np.testing.assert_allclose(d[np.arange(7), :, np.arange(7)], 0.0, atol=1e-3)  # an image holds its own patches
+  nearest = patch_scores.top_mean(patch_scores.nn_patch_scores(d, 1), 1)
+  assert nearest.argmax() == 4 and nearest[4] > 4.0  # self excluded, or every score would be 0
+  assert nearest[5] < 0.1 and nearest[6] < 0.1  # each finds its twin defect in the other
+  second = patch_scores.top_mean(patch_scores.nn_patch_scores(d, 2), 1)
+  assert second[5] > 4.0 and second[6] > 4.0 and second[:4].max() < 0.1  # a defect seen once more still stands out
+  subsets = patch_scores.subset_scores(d, 0.3, 50, np.random.default_rng(0))
+  assert set(np.argsort(subsets)[-3:]) == {4, 5, 6}
