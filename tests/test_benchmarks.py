@@ -77,3 +77,20 @@ def test_patch_scores_find_the_odd_patch_and_never_match_an_image_with_itself():
   assert second[5] > 4.0 and second[6] > 4.0 and second[:4].max() < 0.1  # a defect seen once more still stands out
   subsets = patch_scores.subset_scores(d, 0.3, 50, np.random.default_rng(0))
   assert set(np.argsort(subsets)[-3:]) == {4, 5, 6}
+
+
+def test_iterated_removal_finds_a_small_look_alike_group_but_not_a_large_one():
+  """K = 3 sees past two twins, not past four: three look-alike defects and a lone one are all removed in the first
+  pass, and no good image; five look-alikes stay (only the lone one goes), and a pass that removes nothing ends it."""
+  from benchmarks import patch_scores
+  rng = np.random.default_rng(1)
+  patches = rng.normal(0, 1.0, (40, 4, 8)).astype(np.float32)
+  patches[37:, 0] = 30.0 + rng.normal(0, 0.01, (3, 8))
+  patches[36, 0] = 60.0
+  injected = np.zeros(40, bool)
+  injected[36:] = True
+  assert patch_scores.iterated_removal(patch_scores.patch_distances(patches), injected, 1.5, 5) == [[1.0, 0.0]]
+  patches[34:36, 0] = 30.0 + rng.normal(0, 0.01, (2, 8))
+  injected[34:36] = True
+  trajectory = patch_scores.iterated_removal(patch_scores.patch_distances(patches), injected, 1.5, 5)
+  assert trajectory == [[1 / 6, 0.0]]
