@@ -9,12 +9,13 @@ that idea on this project's backbone and splits, label-free, before anything is 
 Patch features: EfficientNet-Lite0's stride-8 and stride-16 maps of one unrotated view, each averaged over 3x3
 neighbourhoods (PatchCore's local aggregation), the stride-8 map pooled 2x2 to the 14x14 grid: 196 patches of
 40 + 112 dimensions per image. For every pair of images (i, j) of the set (train and test images: any of them may
-be in a split's training set, so one cache serves every noise level and seed) `D[i, p, j]` is the distance from patch p of image i to its nearest patch of image j, computed once and
-cached; every scorer below is then a cheap reduction of D over a memory of images:
+be in a split's training set, so one cache serves every noise level and seed) `D[i, p, j]` is the distance from
+patch p of image i to its nearest patch of image j, computed once and cached; every scorer below is then a cheap
+reduction of D over a memory of images:
 
-  nn_whole        max over patches of the distance to the nearest patch of every other training image
-  nn_kth_K        the same with the K-th nearest image instead of the nearest (a defect seen in < K others
-                  still stands out); ..._top5: the mean of the 5 highest patch scores instead of the maximum
+  nn_kth_K        max over patches of the distance to the nearest patch of the K-th nearest other training
+                  image (K = 1: the nearest; a defect seen in fewer than K others still stands out);
+                  ..._top5: the mean of the 5 highest patch scores instead of the maximum
   subsets_F       MeDS: R random memories of a share F of the training set; an image's score is the mean over
                   the memories that do not hold it of its max-patch distance to the memory
   gauss_pooled    reference: Ledoit-Wolf Gaussian on the same patches averaged over the image (pooled)
