@@ -63,6 +63,7 @@ CHOSEN_K, CHOSEN_TOP = 3, 5  # nn_kth_3_top5: the best of the variants on Magnet
 IQR_KS = (1.0, 1.5)  # the iterated rule's k: 1.5 is the project's default, 1.0 the next one down
 ITERATIONS = 5
 PATCH_DIM = enet.stage_dim("stride8") + enet.stage_dim("stride16")
+RECIPE = f"stride8+stride16, 3x3 local mean, {GRID}x{GRID} grid, one unrotated view"  # what a cached table holds
 
 
 def _local_mean(m):
@@ -95,12 +96,13 @@ def patch_distances(patches: np.ndarray, block: int = 4) -> np.ndarray:
   return out
 
 
-def pool_distances(config, backbone, dataset, ids: list, path: str) -> np.ndarray:
-  """D over the images `ids`, from the cache when it was made for the same images."""
+def pool_distances(backbone, dataset, ids: list, path: str) -> tuple[np.ndarray, np.ndarray]:
+  """(D, pooled patches) over the images `ids`, from the cache when it was made for the same images and recipe."""
   if os.path.exists(path):
     with np.load(path, allow_pickle=False) as f:
-      if list(f["ids"]) != list(ids):
-        raise ValueError(f"{path}: made for other images than {dataset.name}'s now; delete it to recompute")
+      if list(f["ids"]) != list(ids) or str(f["recipe"]) != RECIPE:
+        raise ValueError(f"{path}: made for other images or patch features than {dataset.name}'s now ({RECIPE}); "
+                         "delete it to recompute")
       return f["distances"], f["pooled"]
   patchy = dataclasses.replace(backbone, feature_dim=GRID * GRID * PATCH_DIM, features=patch_features)
   images = {i: im for s in (dataset.train, dataset.test) for i, im in zip(s.ids, s.images)}
@@ -109,7 +111,7 @@ def pool_distances(config, backbone, dataset, ids: list, path: str) -> np.ndarra
                                  label="patches")[:, 0].reshape(len(ids), GRID * GRID, PATCH_DIM)
   distances, pooled = patch_distances(patches), patches.mean(1)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  np.savez(path, ids=np.asarray(ids), distances=distances, pooled=pooled)
+  np.savez(path, ids=np.asarray(ids), recipe=RECIPE, distances=distances, pooled=pooled)
   return distances, pooled
 
 
@@ -168,7 +170,7 @@ def main(argv):
                                        base.noise.on_shortage, base.noise.val_fraction)
             for noise in map(float, FLAGS.noise) for seed in map(int, FLAGS.seeds)}
   ids = list(dataset.train.ids) + list(dataset.test.ids)  # every image a split may put in its training set
-  d_all, pooled = pool_distances(base, backbone, dataset, ids, os.path.join(
+  d_all, pooled = pool_distances(backbone, dataset, ids, os.path.join(
       FLAGS.cache_dir, f"patch_distances_{dataset.name}_{dataset.category}.npz"))
   row = {i: r for r, i in enumerate(ids)}
   runs = []
@@ -203,10 +205,10 @@ def main(argv):
       print(f"  {noise:>4.0%} {k:<14} {v['auroc']:.3f} / {v['recall']:.3f}  ({len(these)} seeds)")
     for k in IQR_KS:
       last = [r["iterated"][f"k={k}"][-1] if r["iterated"][f"k={k}"] else [0.0, 0.0] for r in these]
-      summary[f"{noise:.0%}"][f"iterated k={k}"] = {"recall": float(np.mean([x[0] for x in last])),
-                                                   "good_lost": float(np.mean([x[1] for x in last]))}
-      print(f"  {noise:>4.0%} iterated IQR rule k={k}, up to {ITERATIONS} iterations: recall "
-            f"{np.mean([x[0] for x in last]):.3f}, good lost {np.mean([x[1] for x in last]):.3f}")
+      end = {"recall": float(np.mean([x[0] for x in last])), "good_lost": float(np.mean([x[1] for x in last]))}
+      summary[f"{noise:.0%}"][f"iterated k={k}"] = end
+      print(f"  {noise:>4.0%} iterated IQR rule k={k}, up to {ITERATIONS} iterations: recall {end['recall']:.3f}, "
+            f"good lost {end['good_lost']:.3f}")
   if FLAGS.out:
     write_json(FLAGS.out, {"set": FLAGS.set, "budget": GOOD_LOST_BUDGET, "subsets": FLAGS.subsets,
                            "summary": summary, "runs": runs})
