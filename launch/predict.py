@@ -18,7 +18,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from maml_iqr import anomaly_maps, saved_model
+from maml_iqr import anomaly_maps, saved_model, xla_flags
 from maml_iqr.data.images import DataError, list_images, load_image
 from maml_iqr.io import write_atomic
 
@@ -141,4 +141,5 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["model", "images", "out"])
+  xla_flags.prepare_process()  # before JAX starts a backend (maml_iqr/xla_flags.py)
   app.run(main)

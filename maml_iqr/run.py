@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maml_iqr import (anomaly_maps, cleaning, config_check, detector, feature_cache, metric_writer, metrics, refine,
-                      report, review, saved_model, versions)
+                      report, review, saved_model, versions, xla_flags)
 from maml_iqr.common import log
 from maml_iqr.data import readers
 from maml_iqr.data.contamination import contaminate
@@ -129,7 +129,7 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   config_check.validate(config)
   config_check.check_workdir(workdir)
   workdir_lib.claim(workdir, config, overwrite)
-  timings, start = {}, time.time()
+  timings, start, cache_before = {}, time.time(), xla_flags.compile_cache_use()
   backbone = backbones.get_backbone(config.backbone.name, config.backbone.weights_path or None,
                                     tuple(config.backbone.stages) if config.backbone.name != "alexnet" else None)
   bparams = backbone.load()
@@ -205,6 +205,8 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
     write_review(workdir, split, state, kept, saved_model.load(model_dir) if not has_test else None)
     timings["review_s"] = round(time.time() - t, 2)
   timings["total_s"] = round(time.time() - start, 2)
+  # What the compilation cache (maml_iqr/xla_flags.py) answered during this run, where it is on.
+  timings.update({k: round(v - cache_before[k], 1) for k, v in xla_flags.compile_cache_use().items()})
   labels = split.test.labels
   results.update({
       "status": "done",

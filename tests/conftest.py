@@ -1,11 +1,21 @@
 """Shared test helpers: where ../shared is, and skips that say why when it is absent."""
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 from maml_iqr import xla_flags
 
 xla_flags.tune_cpu()  # the tests run on the XLA flags the entry points use (before JAX starts a backend)
+# ... and with a compilation cache as the entry points have, but one of this session's own (never a stale one from
+# elsewhere), shared with the tests' subprocesses: a program compiled by one test is read back by the next.
+_COMPILE_CACHE = tempfile.mkdtemp(prefix="maml_iqr_test_jax_")
+atexit.register(shutil.rmtree, _COMPILE_CACHE, ignore_errors=True)
+os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+os.environ[xla_flags.COMPILE_CACHE_ENV] = _COMPILE_CACHE
+xla_flags.compile_cache()
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("MAML_IQR_SHARED", os.path.join(os.path.dirname(REPO), "shared"))

@@ -124,7 +124,10 @@ def test_sigterm_stops_a_parallel_sweep_and_its_workers_then_it_resumes(tmp_path
   data = write_synthetic_folders(tmp_path / "data", n_good=16, n_bad=8, size=32)
   sweep_file = tmp_path / "sweep.py"
   overrides = {"data": {"root": str(data / "good"), "defective_root": str(data / "bad")},
-               "refine": {"k": 0.1, "max_iterations": 3, "patience": 3, "min_kept": 4, "folds": 2}, "maml": {"meta_epochs": 1}}
+               "refine": {"k": 0.1, "max_iterations": 3, "patience": 3, "min_kept": 4, "folds": 2}, "maml": {"meta_epochs": 1},
+               # A long final detector: a worker must still be busy when the other reaches its first checkpoint,
+               # however unevenly a loaded machine starts them (one finished its whole cell first under load).
+               "train": {"meta_epochs": 50, "sub_epochs": 8}}
   sweep_file.write_text(f'''
 import ml_collections
 def get_config():

@@ -1,4 +1,5 @@
-"""The XLA:CPU option and the TPU-probe filter: applied by the entry points, never by importing the library.
+"""The XLA:CPU option, the compilation cache and the TPU-probe filter: applied by the entry points, never by
+importing the library.
 
 Checked against the old code: with `maml_iqr/__init__.py` calling `tune_cpu()` on import again,
 test_importing_the_library_leaves_the_environment_alone fails (XLA_FLAGS gains the option); with the
@@ -14,8 +15,9 @@ import pytest
 from maml_iqr import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENTRY_POINTS = ("launch.main", "launch.sweep", "benchmarks.bench_core", "benchmarks.cost_curves",
+ENTRY_POINTS = ("launch.main", "launch.sweep", "launch.predict", "benchmarks.bench_core", "benchmarks.cost_curves",
                 "benchmarks.inner_loop", "benchmarks.warm_features")
+CACHE_SETTINGS = ("MAML_IQR_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR")
 # Counts YNNPACK fusions whose root is a reduction in the compiled sum over tasks that MAML's outer gradient does.
 PROBE = """
 import re, sys, jax, jax.numpy as jnp
@@ -36,7 +38,8 @@ print(sum(' reduce(' in roots.get(c, '') for c in called))
 
 
 def _env(**updates) -> dict:
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "MAML_IQR_XLA_TUNING", "JAX_PLATFORMS")}
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("XLA_FLAGS", "MAML_IQR_XLA_TUNING", "JAX_PLATFORMS") + CACHE_SETTINGS}
   env.update(updates)
   return env
 
@@ -113,3 +116,50 @@ def test_no_tpu_probe_line_on_cpu():
   assert xla_flags.TPU_PROBE_MESSAGE in plain.stderr  # what the filter is for: jax logs it without one
   prepared = _python(code, "prepared")
   assert xla_flags.TPU_PROBE_MESSAGE not in prepared.stderr and prepared.stdout.strip() == "cpu"
+
+
+# Compiles a function under prepare_process() and prints how many compiles the persistent cache answered.
+CACHE_PROBE = """
+import jax, jax.numpy as jnp
+from maml_iqr import xla_flags
+xla_flags.prepare_process()
+hits = []
+jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event) if event.endswith('/cache_hits') else 0)
+jax.jit(lambda x: jnp.tanh(x @ x.T).sum(0))(jnp.ones((64, 32))).block_until_ready()
+print(len(hits), xla_flags.compile_cache_use().get("compile_cache_hits", 0))
+"""
+
+
+def _cache_hits(env) -> int:
+  """Cache hits of a process running CACHE_PROBE, as JAX reports them; `compile_cache_use` must agree."""
+  seen, counted = map(int, _python(CACHE_PROBE, env=env).stdout.strip().splitlines()[-1].split())
+  assert counted == seen
+  return seen
+
+
+def test_a_second_process_reuses_the_first_ones_compiles(tmp_path):
+  env = _env(MAML_IQR_COMPILE_CACHE=str(tmp_path / "jax"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  assert _cache_hits(env) == 0
+  assert os.listdir(tmp_path / "jax")
+  assert _cache_hits(env) >= 1
+
+
+def test_compile_cache_off_and_user_choice_are_respected(tmp_path):
+  off = _env(MAML_IQR_COMPILE_CACHE="0", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", HOME=str(tmp_path),
+             XDG_CACHE_HOME=str(tmp_path / "xdg"))
+  assert _cache_hits(off) == 0 and _cache_hits(off) == 0
+  assert not os.path.exists(tmp_path / "xdg")
+  default = dict(off, MAML_IQR_COMPILE_CACHE="")
+  del default["MAML_IQR_COMPILE_CACHE"]
+  _cache_hits(default)
+  assert os.listdir(tmp_path / "xdg" / "maml_iqr" / "jax")  # the documented default folder
+  code = "import os; from maml_iqr import xla_flags; print(xla_flags.compile_cache(), os.environ['JAX_COMPILATION_CACHE_DIR'])"
+  mine = str(tmp_path / "mine")
+  assert _python(code, env=_env(JAX_COMPILATION_CACHE_DIR=mine)).stdout.split() == ["None", mine]
+
+
+def test_an_unwritable_cache_folder_only_warns(tmp_path):
+  (tmp_path / "file").write_text("not a folder")
+  code = "from maml_iqr import xla_flags; print(xla_flags.compile_cache())"
+  done = _python(code, env=_env(MAML_IQR_COMPILE_CACHE=str(tmp_path / "file" / "jax")))
+  assert done.stdout.split() == ["None"] and "no compilation cache" in done.stderr
