@@ -94,3 +94,18 @@ def test_iterated_removal_finds_a_small_look_alike_group_but_not_a_large_one():
   injected[34:36] = True
   trajectory = patch_scores.iterated_removal(patch_scores.patch_distances(patches), injected, 1.5, 5)
   assert trajectory == [[1 / 6, 0.0]]
+
+
+def test_calibrated_removal_spends_the_stated_budget_of_good_images():
+  """Good training and validation images drawn alike: the validation good images' 95th percentile removes about 5 %
+  of the good training images (not 0, not 95 %) and every far-off defect, in one pass."""
+  from benchmarks import patch_scores
+  rng = np.random.default_rng(2)
+  patches = rng.normal(0, 1.0, (420, 4, 8)).astype(np.float32)  # 0-299 training (280-299 injected), 300-419 val
+  patches[280:300, 0] += 40.0 * rng.normal(0, 1.0, (20, 8))  # lone defects, each in its own direction
+  d = patch_scores.patch_distances(patches)
+  train, val = np.arange(300), np.arange(300, 420)
+  injected = np.zeros(300, bool)
+  injected[280:] = True
+  (recall, good_lost), = patch_scores.calibrated_removal(d[train][:, :, train], d[val][:, :, train], injected, 0.05, 1)
+  assert recall == 1.0 and 0.015 <= good_lost <= 0.10, (recall, good_lost)
