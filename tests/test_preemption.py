@@ -124,10 +124,7 @@ def test_sigterm_stops_a_parallel_sweep_and_its_workers_then_it_resumes(tmp_path
   data = write_synthetic_folders(tmp_path / "data", n_good=16, n_bad=8, size=32)
   sweep_file = tmp_path / "sweep.py"
   overrides = {"data": {"root": str(data / "good"), "defective_root": str(data / "bad")},
-               "refine": {"k": 0.1, "max_iterations": 3, "patience": 3, "min_kept": 4, "folds": 2}, "maml": {"meta_epochs": 1},
-               # A long final detector: a worker must still be busy when the other reaches its first checkpoint,
-               # however unevenly a loaded machine starts them (one finished its whole cell first under load).
-               "train": {"meta_epochs": 50, "sub_epochs": 8}}
+               "refine": {"k": 0.1, "max_iterations": 3, "patience": 3, "min_kept": 4, "folds": 2}, "maml": {"meta_epochs": 1}}
   sweep_file.write_text(f'''
 import ml_collections
 def get_config():
@@ -143,23 +140,27 @@ def get_config():
   log = tmp_path / "sweep.txt"
   parent = subprocess.Popen(cmd, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT)
   _wait_for([parent], lambda: all(_has_checkpoint(c) for c in cells), "both workers' first checkpoints")
-  assert len(_processes_mentioning(str(root))) == 3  # the parent and its two workers
+  alive = len(_processes_mentioning(str(root)))  # the parent and its workers (one may have finished its cell)
   took = _stop(parent)
   out = log.read_text()
   assert parent.returncode == 128 + signal.SIGTERM, out[-3000:]
   time.sleep(1)
   assert _processes_mentioning(str(root)) == [], "a worker outlived the sweep"
   print(f"sweep and workers gone {took:.1f} s after SIGTERM")
+  # On a loaded machine one worker can finish its whole cell before the other's first checkpoint (CI did): a
+  # finished cell must stay finished, a stopped one resumable, and at least one must have been stopped.
+  status = [json.loads((c / "results.json").read_text())["status"] for c in cells]
+  assert set(status) <= {"data", "done"} and "data" in status, status
   said = [line for line in out.splitlines() if "stopped by SIGTERM" in line or "Exception ignored" in line]
-  assert said == ["[sweep] stopped by SIGTERM: finished cells are kept and killed cells resume; run the same "
-                  "command again"] * 3, said  # the parent and both workers, once each, and nothing printed dropped
-  assert all(json.loads((c / "results.json").read_text())["status"] == "data" for c in cells)
+  assert set(said) == {"[sweep] stopped by SIGTERM: finished cells are kept and killed cells resume; run the same "
+                       "command again"}, said  # nothing printed dropped, no other wording
+  assert 1 + status.count("data") <= len(said) <= alive, (said, alive)  # the parent and every stopped worker, once
 
   again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
   out = again.stdout + again.stderr
   assert again.returncode == 0, out[-3000:]
   assert "the sweep parent started a JAX backend" not in out
-  assert out.count("resumed refinement after iteration") == 2, out[-3000:]
+  assert out.count("resumed refinement after iteration") == status.count("data"), out[-3000:]
   assert all(json.loads((c / "results.json").read_text())["status"] == "done" for c in cells)
 
 
