@@ -162,38 +162,37 @@ def subset_scores(d: np.ndarray, share: float, subsets: int, rng: np.random.Gene
   return total / np.maximum(count, 1)
 
 
-def iterated_removal(d: np.ndarray, injected: np.ndarray, k: float, iterations: int) -> list[list[float]]:
-  """The IQR rule applied again and again with the chosen scorer (K = 3, top 5), the memory being the images
-  kept so far (a defect loses its look-alikes as they go): [recall, good lost] after each iteration that removed
-  something. No validation set and no stopping rule: the trajectory shows where a rule would have to stop."""
+def removal_passes(d: np.ndarray, injected: np.ndarray, threshold, passes: int) -> list[list[float]]:
+  """Removal repeated with the chosen scorer (K = 3, top 5), the memory being the images kept so far (a defect
+  loses its look-alikes as they go): each pass removes the kept images scoring above `threshold(scores, rows)`
+  (rows: the kept images). Returns [recall, good lost] after each pass that removed something; a pass that removes
+  nothing ends it. No stopping rule: the trajectory shows where a rule would have to stop."""
   kept, out = np.ones(len(d), bool), []
-  for _ in range(iterations):
+  for _ in range(passes):
     rows = np.flatnonzero(kept)
     scores = top_mean(nn_patch_scores(d[rows][:, :, rows], CHOSEN_K), CHOSEN_TOP)
-    removed = rows[scores > iqr_threshold(scores, k)]
+    removed = rows[scores > threshold(scores, rows)]
     if not len(removed):
       break
     kept[removed] = False
     out.append([float((~kept & injected).sum() / injected.sum()), float((~kept & ~injected).sum() / (~injected).sum())])
   return out
+
+
+def iterated_removal(d: np.ndarray, injected: np.ndarray, k: float, iterations: int) -> list[list[float]]:
+  """The IQR rule on the kept images' own scores, at k, for up to `iterations` passes (`removal_passes`)."""
+  return removal_passes(d, injected, lambda scores, rows: iqr_threshold(scores, k), iterations)
 
 
 def calibrated_removal(d: np.ndarray, d_val: np.ndarray, injected: np.ndarray, budget: float,
                        passes: int) -> list[list[float]]:
   """Removal at a threshold calibrated on validation good images (module docstring): d (T, P, T) within the
-  training set, d_val (V, P, T) from the validation good images' patches to the training images. Returns
-  [recall, good lost] after each pass that removed something."""
-  kept, out = np.ones(len(d), bool), []
-  for _ in range(passes):
-    rows = np.flatnonzero(kept)
-    scores = top_mean(nn_patch_scores(d[rows][:, :, rows], CHOSEN_K), CHOSEN_TOP)
+  training set, d_val (V, P, T) from the validation good images' patches to the training images; each pass's
+  threshold is the (1 - budget) quantile of their scores against the kept images (`removal_passes`)."""
+  def threshold(scores, rows):
     val = top_mean(np.partition(d_val[:, :, rows], CHOSEN_K - 1, axis=-1)[..., CHOSEN_K - 1], CHOSEN_TOP)
-    removed = rows[scores > np.quantile(val, 1.0 - budget)]
-    if not len(removed):
-      break
-    kept[removed] = False
-    out.append([float((~kept & injected).sum() / injected.sum()), float((~kept & ~injected).sum() / (~injected).sum())])
-  return out
+    return np.quantile(val, 1.0 - budget)
+  return removal_passes(d, injected, threshold, passes)
 
 
 def main(argv):
