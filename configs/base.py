@@ -8,7 +8,7 @@ import ml_collections
 def base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0                     # seeds the noise split, the flow init, the views and MAML tasks
-  c.method = "maml_iqr"          # differnet | one_shot | iterative | maml_iqr | gaussian_iqr
+  c.method = "maml_iqr"          # differnet | one_shot | iterative | maml_iqr | gaussian_iqr | patch_iqr
   c.tag = ""                     # a label for sweeps' variants (e.g. "k=0.5"), kept in results.json
   c.cache_dir = ""               # feature cache shared by runs of one dataset; default <workdir>/cache
 

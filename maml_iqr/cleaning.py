@@ -16,6 +16,8 @@ history.
              `maml.score_tasks` support sets
   gaussian_iqr  removal repeated, scored by a Ledoit-Wolf Gaussian on the mean of each image's evaluation views
              (`gaussian.py`); nothing is trained, so an iteration takes a fraction of a second
+  patch_iqr  removal repeated, scored by patch-level nearest neighbours among the kept images (`patches.py`):
+             each image against the others (one fold), from a distance table computed once per run
 
 Scores are cross-fitted: the training images are split once, by the seed, into `refine.folds` folds, and fold
 f is scored by a fit that saw only the other folds' kept images, so a flow never scores an image it was fitted
@@ -37,7 +39,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from maml_iqr import detector, gaussian, maml, metric_writer
+from maml_iqr import detector, gaussian, maml, metric_writer, patches
 from maml_iqr.checkpoint import Checkpointer
 from maml_iqr.common import log, stage_rng
 from maml_iqr.refine import RefineState, refine_step
@@ -107,6 +109,15 @@ def fit_gaussian(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:
   del start, stage
   mean, precision = gaussian.fit(ctx.feats["train_eval"][np.flatnonzero(mask)].mean(1))
   return Fit(None, [lambda feats: gaussian.mahalanobis(mean, precision, np.asarray(feats).mean(1))])
+
+
+def fit_patches(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:
+  """patch_iqr: the mask's images are the memory; its scorer reads rows of a patch distance table (`SCORED`)
+  and reduces them over the memory's columns. A training image is never its own neighbour (the table's
+  diagonal is inf), so one fold scores every image by the others."""
+  del start, stage
+  memory = np.flatnonzero(mask)
+  return Fit(None, [lambda d: patches.image_scores(np.asarray(d)[:, :, memory])])
 
 
 # --------------------------------------------------------------------------------------------- meta-learning
@@ -228,7 +239,11 @@ def fit_meta(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:
 
 
 FITTERS: dict[str, Callable[..., Fit]] = {"one_shot": fit_trained, "iterative": fit_trained, "maml_iqr": fit_meta,
-                                          "gaussian_iqr": fit_gaussian}
+                                          "gaussian_iqr": fit_gaussian, "patch_iqr": fit_patches}
+
+# The `ctx.feats` tables a method's scorers read, for the training and the validation images.
+SCORED = {"patch_iqr": ("train_patch_d", "val_patch_d")}
+EVAL_FEATURES = ("train_eval", "val")
 
 
 # ------------------------------------------------------------------------------------------------- scoring
@@ -239,8 +254,9 @@ def mean_score(scorers: list, feats) -> np.ndarray:
 
 def min_fit_images(config) -> int:
   """The fewest images a fit may be given: a MAML task's worth for maml_iqr (tasks are drawn without
-  replacement), two for a Gaussian, one otherwise. Removals stop short of it (`refine.select_removals`)."""
-  return {"maml_iqr": config.maml.task_size, "gaussian_iqr": 2}.get(config.method, 1)
+  replacement), two for a Gaussian, K + 1 for patch_iqr (K others than the image scored), one otherwise. Removals stop short of it (`refine.select_removals`)."""
+  return {"maml_iqr": config.maml.task_size, "gaussian_iqr": 2,
+          "patch_iqr": patches.K + 1}.get(config.method, 1)
 
 
 def fold_assignment(config, n: int) -> np.ndarray:
@@ -261,17 +277,18 @@ def score_iteration(ctx: Context, kept: np.ndarray, fold_of: np.ndarray, carries
   c = ctx.config
   n_folds = c.refine.folds
   fit = FITTERS[c.method]
+  train_in, val_in = (ctx.feats[k] for k in SCORED.get(c.method, EVAL_FEATURES))
   train_scores = np.zeros(len(kept), np.float32)
-  val_scores = np.zeros(ctx.feats["val"].shape[0], np.float32)
+  val_scores = np.zeros(val_in.shape[0], np.float32)
   infos, new_carries = [], []
   for f in range(n_folds):
     fit_on = kept & (fold_of != f) if n_folds > 1 else kept
     target = kept & (fold_of == f) if n_folds > 1 else kept
     out = fit(ctx, fit_on, carries[f] if c.refine.warm_start else None, (iteration, f))
-    scores = mean_score(out.scorers, ctx.feats["train_eval"][np.flatnonzero(target)])
+    scores = mean_score(out.scorers, train_in[np.flatnonzero(target)])
     train_scores[target] = robust_standardise(scores, scores)
     if len(val_scores):
-      val_scores += robust_standardise(mean_score(out.scorers, ctx.feats["val"]), scores) / n_folds
+      val_scores += robust_standardise(mean_score(out.scorers, val_in), scores) / n_folds
     new_carries.append(out.carry if c.refine.warm_start else None)
     infos.append(out.info)
   info = {k: float(np.mean([i[k] for i in infos])) for k in infos[0]} if infos and infos[0] else {}

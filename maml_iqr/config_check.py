@@ -13,7 +13,7 @@ import re
 
 from maml_iqr.io import is_writer
 
-METHODS = ("differnet", "one_shot", "iterative", "maml_iqr", "gaussian_iqr")
+METHODS = ("differnet", "one_shot", "iterative", "maml_iqr", "gaussian_iqr", "patch_iqr")
 DATASETS = ("mvtec", "ksdd2", "magnetic_tile", "elpv", "folder")
 BACKBONES = ("efficientnet_lite0", "alexnet")
 
@@ -90,8 +90,13 @@ def validate(c) -> None:
     section, name = flag.split(".")
     _check(_is_num(c[section][name]), flag, c[section][name], "a finite number")
   _check(c.method in METHODS, "method", c.method, f"one of {METHODS}")
-  _check(not (c.method == "gaussian_iqr" and c.refine.warm_start), "refine.warm_start", c.refine.warm_start,
-         "False with method=gaussian_iqr (a Gaussian is fitted in one step: there is nothing to warm-start)")
+  _check(not (c.method in ("gaussian_iqr", "patch_iqr") and c.refine.warm_start), "refine.warm_start",
+         c.refine.warm_start, f"False with method={c.method} (nothing is trained: there is nothing to warm-start)")
+  if c.method == "patch_iqr":
+    _check(c.refine.folds == 1, "refine.folds", c.refine.folds,
+           "1 with method=patch_iqr (each image is scored against the other kept images: no folds needed)")
+    _check(c.backbone.name == "efficientnet_lite0", "backbone.name", c.backbone.name,
+           "efficientnet_lite0 with method=patch_iqr (its patches are that network's stride-8 and stride-16 maps)")
   _check(c.data.name in DATASETS, "data.name", c.data.name, f"one of {DATASETS}")
   if c.data.name in ("mvtec", "ksdd2", "magnetic_tile", "folder"):
     _check(bool(c.data.root), "data.root", c.data.root, f"the {c.data.name} folder (it is required for this dataset)")
@@ -266,6 +271,14 @@ def check_feasible(c, split) -> list[str]:
           f"fit set, but with refine.folds={c.refine.folds} the smallest fit set of these {n_train} training "
           f"images holds {fit}; lower --config.maml.task_size to at most {fit}"
           + (" or lower --config.refine.folds" if c.refine.folds > 1 else ""))
+  if c.method == "patch_iqr":
+    from maml_iqr import patches  # noqa: PLC0415 - jax-heavy, needed only here
+    if n_train < patches.K + 1:
+      raise FeasibilityError(f"method=patch_iqr scores an image against its {patches.K}th nearest other training "
+                             f"image, but the training set has only {n_train} images; use method=gaussian_iqr")
+    problem = patches.table_problem(n_train, len(split.val))
+    if problem:
+      raise FeasibilityError(problem)
   if c.train.init == "meta":
     fewest = fewest_kept(c, n_train)
     if c.maml.task_size > fewest:
@@ -292,7 +305,7 @@ def check_feasible(c, split) -> list[str]:
         f"(noise.val_fraction={c.noise.val_fraction!r}), so refinement cannot stop when it stops improving and "
         f"runs to refine.max_iterations={c.refine.max_iterations} or until nothing is removed; set "
         "--config.noise.val_fraction > 0 (and give the dataset defective images) for the stopping rule")
-  if removes and c.method != "gaussian_iqr" and c.refine.folds == 1:
+  if removes and c.method not in ("gaussian_iqr", "patch_iqr") and c.refine.folds == 1:
     warnings.append(
         f"{c.method} with refine.folds=1: every image is scored by a flow fitted on it, which can learn it as "
         "normal; --config.refine.folds=2 scores each image by a flow that never saw it (the measured setting)")

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maml_iqr import (anomaly_maps, cleaning, config_check, detector, feature_cache, metric_writer, metrics, refine,
-                      report, review, saved_model, versions, xla_flags)
+from maml_iqr import (anomaly_maps, cleaning, config_check, detector, feature_cache, metric_writer, metrics, patches,
+                      refine, report, review, saved_model, versions, xla_flags)
 from maml_iqr.common import log
 from maml_iqr.data import readers
 from maml_iqr.data.contamination import contaminate
@@ -160,6 +160,12 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   t = time.time()
   feats = split_features(config, backbone, bparams, dataset, split)
   timings["features_s"] = round(time.time() - t, 2)
+  if config.method == "patch_iqr":  # its scorers read patch distance tables, computed once for the run
+    t = time.time()
+    log(f"patch features and distances of {len(split.train)} training and {len(split.val)} validation images")
+    feats.update(patches.distance_tables(*(patches.extract(backbone, bparams, s.images, config.backbone.dtype)
+                                           for s in (split.train, split.val))))
+    timings["patch_distances_s"] = round(time.time() - t, 2)
   flow = detector.make_flow(config, backbone.feature_dim)
   feats = dict(feats, train=jnp.asarray(feats["train"]))
   writer = metric_writer.open_writer(workdir)

@@ -28,7 +28,7 @@ def collect(root: str) -> list[dict]:
   return rows
 
 
-ORDER = ["differnet", "one_shot", "iterative", "maml_iqr", "gaussian_iqr"]
+ORDER = ["differnet", "one_shot", "iterative", "maml_iqr", "gaussian_iqr", "patch_iqr"]
 
 
 def label(r: dict) -> str:

@@ -12,8 +12,11 @@
   gaussian_iqr  the same loop scored by a Ledoit-Wolf Gaussian on each image's mean evaluation view, fitted on the
                 whole kept set (refine.folds=1: the better form by removal recall at <= 5 % good lost,
                 benchmarks/cleaning_scorers.py); nothing is meta-learned or trained before the final detector
+  patch_iqr     the same loop scored by patch-level nearest neighbours among the kept images (maml_iqr/patches.py),
+                each image against the others (refine.folds=1), at k = 1: the label-free threshold chosen for
+                these scores by a rule stated before its run (benchmarks/patch_scores.py); nothing is trained
 
-Every arm: fresh fits every iteration (no warm start), the same folds (but gaussian_iqr), stopping rule,
+Every arm: fresh fits every iteration (no warm start), the same folds (but gaussian_iqr and patch_iqr), stopping rule,
 iteration cap and final detector (32 epochs, fresh init unless meta_init). Cells of both datasets share one
 content-keyed feature cache. `:mtd/ARM1+ARM2` runs only those arms (an arm added to a grid, say).
 
@@ -60,6 +63,7 @@ def get_config(arg: str = "mtd"):
       "meta_init": {"method": "differnet", "train": {"init": "meta"}},
       "differnet": {"method": "differnet"},
       "gaussian_iqr": {"method": "gaussian_iqr", "refine": {"folds": 1}},
+      "patch_iqr": {"method": "patch_iqr", "refine": {"folds": 1, "k": 1.0}},
   })
   if only:
     unknown = set(only.split("+")) - set(s.arms)
