@@ -15,6 +15,12 @@ is ahead of every flow-based scorer at every noise level measured, by 0.13-0.40 
 defects better than the flows"). The rule was written after those measurements; every reasonable rule gives the
 same answer. The paper's method: --config.method=maml_iqr --config.refine.folds=2.
 
+Patch scores (method=patch_iqr, maml_iqr/patches.py) find more by the same measure (README, "Patch-level scores").
+Rule stated before its cells ran (configs/sweeps/ablation.py's patch_iqr arm): patch_iqr at refine.k=1 replaces
+gaussian_iqr here if, in the ablation's elpv mono cells at 20 and 50 % noise (3 seeds; Magnetic Tile's too where
+they are run), the mean removal recall of the final kept set is higher than gaussian_iqr's at each noise level and
+its mean share of the good images lost is at most 0.05 at each. No test image is read by this rule.
+
 Expected (README, "Clean your own images"; measured 2026-12-03 on a 2-core AMD EPYC CPU without AVX-512, beside
 another job): 300 Magnetic Tile good tiles + 20 defective, with the CPU table settings (--config.flow.hidden=512
 --config.train.meta_epochs=8 --config.train.sub_epochs=4): 10.7 min, of which refinement 1.2 s (features 6.5 min,
