@@ -15,6 +15,7 @@ the columns of the images kept (the memory), and an image never counts as its ow
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import jax
@@ -64,42 +65,47 @@ def extract(backbone, bparams, images: np.ndarray, dtype: str = "float32") -> np
   return feats[:, 0].reshape(len(images), GRID * GRID, PATCH_DIM)
 
 
-@jax.jit
-def _nearest(queries, memory):
-  """queries (B, P, C), memory (M, m, P, C) in M chunks of m images -> (B, P, M * m): each query patch's
-  distance to the nearest patch of every memory image."""
-  b, p, c = queries.shape
-  q = queries.reshape(b * p, c)
-  qq = (q ** 2).sum(1)[:, None]
-
-  def chunk(mem):
-    f = mem.reshape(-1, c)
-    d2 = qq + (f ** 2).sum(1)[None] - 2.0 * q @ f.T
-    return jnp.sqrt(jnp.maximum(d2.reshape(b, p, mem.shape[0], p).min(-1), 0.0))
-
-  d = jax.lax.map(chunk, memory)  # (M, B, P, m)
-  return jnp.moveaxis(d, 0, 2).reshape(b, p, -1)
+@functools.partial(jax.jit, static_argnames="tile")
+def _tile(queries, memory, i0, j0, tile: int):
+  """Images i0.. and j0.. (`tile` each) of the padded (N, P, C) arrays -> (rows (tile, P, tile): patch p of query
+  image i to its nearest patch of memory image j; cols (tile, P, tile): patch q of memory image j to its nearest
+  patch of query image i), both from one matrix of squared distances."""
+  q = jax.lax.dynamic_slice_in_dim(queries, i0, tile)
+  m = jax.lax.dynamic_slice_in_dim(memory, j0, tile)
+  p, c = q.shape[1:]
+  qf, mf = q.reshape(-1, c), m.reshape(-1, c)
+  d2 = (qf ** 2).sum(1)[:, None] + (mf ** 2).sum(1)[None] - 2.0 * qf @ mf.T
+  d2 = d2.reshape(tile, p, tile, p)
+  dist = lambda x: jnp.sqrt(jnp.maximum(x, 0.0))  # after the min: the root is monotone
+  return dist(d2.min(-1)), jnp.moveaxis(dist(d2.min(1)), 0, -1)
 
 
-def nearest_patch_distances(queries: np.ndarray, memory: np.ndarray, label: str, block: int = 8,
-                            chunk: int = 32) -> np.ndarray:
-  """(Q, P, C), (N, P, C) -> (Q, P, N) float32: D[i, p, j], patch p of query i to its nearest patch of memory
-  image j. Fixed block shapes (the last padded), so one compile serves a run."""
-  n = len(memory)
-  padded = np.concatenate([memory, np.zeros((-n % chunk,) + memory.shape[1:], memory.dtype)])
-  mem = jnp.asarray(padded.reshape(-1, chunk, *memory.shape[1:]))
-  out = np.empty((len(queries), queries.shape[1], n), np.float32)
+def nearest_patch_distances(queries: np.ndarray, memory: np.ndarray | None, label: str,
+                            tile: int = 16) -> np.ndarray:
+  """(Q, P, C) queries against (N, P, C) memory images -> (Q, P, N) float32: D[i, p, j], patch p of query i to its
+  nearest patch of memory image j. `memory=None`: the queries against themselves, where one matrix of patch
+  distances gives both D[i, :, j] and D[j, :, i], so only half the image pairs are computed. Fixed tile shapes
+  (the arrays padded), so one compile serves a run."""
+  same = memory is None
+  memory = queries if same else memory
+  pad = lambda a: jnp.asarray(np.concatenate([a, np.zeros((-len(a) % tile,) + a.shape[1:], a.dtype)]))
+  q_dev, m_dev = pad(queries), (None if same else pad(memory))
+  m_dev = q_dev if same else m_dev
+  nq, nm = len(queries), len(memory)
+  out = np.empty((q_dev.shape[0], queries.shape[1], m_dev.shape[0]), np.float32)
+  blocks = [(i, j) for i in range(0, len(q_dev), tile) for j in range(i if same else 0, len(m_dev), tile)]
   start = last = time.time()
-  for i in range(0, len(queries), block):
+  for n_done, (i, j) in enumerate(blocks, 1):
     raise_if_stopped()
-    idx = np.arange(i, i + block) % len(queries)
-    k = min(block, len(queries) - i)
-    out[i:i + k] = np.asarray(_nearest(jnp.asarray(queries[idx]), mem))[:k, :, :n]
+    rows, cols = _tile(q_dev, m_dev, i, j, tile)
+    out[i:i + tile, :, j:j + tile] = np.asarray(rows)
+    if same and j != i:
+      out[j:j + tile, :, i:i + tile] = np.asarray(cols)
     if time.time() - last > 30:
       last = time.time()
-      log(f"patch distances {label}: {i + k}/{len(queries)} images, "
-          f"{(last - start) / (i + k) * (len(queries) - i - k):.0f} s left")
-  return out
+      log(f"patch distances {label}: {n_done}/{len(blocks)} blocks, "
+          f"{(last - start) / n_done * (len(blocks) - n_done):.0f} s left")
+  return out[:nq, :, :nm]
 
 
 def distance_tables(train: np.ndarray, val: np.ndarray) -> dict[str, np.ndarray]:
@@ -108,7 +114,7 @@ def distance_tables(train: np.ndarray, val: np.ndarray) -> dict[str, np.ndarray]
   problem = table_problem(len(train), len(val))
   if problem:  # config_check.check_feasible refuses such a run before any backbone runs
     raise MemoryError(problem)
-  d = nearest_patch_distances(train, train, "training images")
+  d = nearest_patch_distances(train, None, "training images")
   d[np.arange(len(d)), :, np.arange(len(d))] = np.inf  # an image is never its own neighbour
   return {"train_patch_d": d, "val_patch_d": nearest_patch_distances(val, train, "validation images")}
 

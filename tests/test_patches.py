@@ -17,11 +17,14 @@ def brute_force(queries, memory):
   return d.min(-1)
 
 
-def test_nearest_patch_distances_are_exact_across_padded_blocks_and_chunks():
+def test_nearest_patch_distances_are_exact_across_padded_tiles_and_symmetric_halves():
   rng = np.random.default_rng(0)
   queries, memory = rng.normal(size=(11, 6, 5)).astype(np.float32), rng.normal(size=(37, 6, 5)).astype(np.float32)
-  got = patches.nearest_patch_distances(queries, memory, "test", block=4, chunk=8)  # neither divides evenly
+  got = patches.nearest_patch_distances(queries, memory, "test", tile=8)  # neither count divides evenly
   np.testing.assert_allclose(got, brute_force(queries, memory), rtol=1e-4, atol=1e-4)
+  # against themselves: half the pairs computed, the other half read off the same distance matrices
+  got = patches.nearest_patch_distances(memory, None, "test", tile=8)  # self-distances 0 up to float cancellation
+  np.testing.assert_allclose(got, brute_force(memory, memory), rtol=1e-4, atol=2e-3)
 
 
 def test_an_image_is_never_its_own_neighbour_and_removed_images_leave_the_memory():
