@@ -67,7 +67,7 @@ def test_patch_table_too_large_is_refused_before_any_backbone_runs():
   assert "gaussian_iqr" in patches.table_problem(4000, 1000)
 
 
-def test_patch_iqr_ranks_the_defects_mixed_into_a_real_folder_high(tmp_path):
+def test_patch_iqr_ranks_the_defects_mixed_into_a_real_folder_high(tmp_path, monkeypatch):
   """28 good hazelnut photos and 6 with colour defects in one folder, no labels (clean mode): the patch scores in
   suspicious.csv rank the 6 high (AUROC >= 0.85 against the hidden truth; random scores reach it with
   probability below 1 %), and the run ends with a saved detector."""
@@ -80,6 +80,8 @@ def test_patch_iqr_ranks_the_defects_mixed_into_a_real_folder_high(tmp_path):
     os.symlink(os.path.join(data, "test", "colour", name), folder / f"colour_{name}")
   c = folder_config.get_config("quick")
   c.data.root, c.method, c.refine.k, c.refine.max_iterations = str(folder), "patch_iqr", 1.0, 2
+  monkeypatch.setattr(run, "REVIEW_BORDERLINE", 2)  # the review sheet's anomaly maps are not under test here
+  monkeypatch.setattr(run, "REVIEW_MAX_REMOVED", 2)
   run.main(c, str(tmp_path / "w"))
   res = json.loads((tmp_path / "w" / "results.json").read_text())
   assert res["status"] == "done" and res["timings"]["patch_distances_s"] > 0
