@@ -77,12 +77,13 @@ def test_meta_steps_across_two_processes_equal_one_process():
   port = _free_port()
   procs = [subprocess.Popen([sys.executable, "-c", META_TRAINING, str(i), str(port)], cwd=REPO, env=_env(2),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+  single = subprocess.Popen([sys.executable, "-c", META_TRAINING, "-1", "0"], cwd=REPO, env=_env(4),  # meanwhile
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   outs = [p.communicate(timeout=300)[0] for p in procs]
+  single_out, single_err = single.communicate(timeout=300)
   assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
-  single = subprocess.run([sys.executable, "-c", META_TRAINING, "-1", "0"], cwd=REPO, env=_env(4),
-                          capture_output=True, text=True, timeout=300)
-  assert single.returncode == 0, single.stderr[-3000:]
-  want = _result(single.stdout)
+  assert single.returncode == 0, single_err[-3000:]
+  want = _result(single_out)
   assert want["devices"] == 4
   for out in outs:
     got = _result(out)

@@ -17,19 +17,22 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, write_synthetic_folders
+from tests.conftest import REPO, resumable_args, write_synthetic_folders
 
 STOP_WITHIN_S = 30  # measured: 1-6 s on a loaded 2-core machine (a compile in progress finishes first)
-OVERRIDES = {"method": "maml_iqr", "refine.folds": 2,  # configs/folder.py's default is gaussian_iqr
-             "noise.ratio": 0.5, "refine.k": 0.1, "refine.max_iterations": 3, "refine.patience": 3,
-             "refine.min_kept": 4, "maml.meta_epochs": 1,
-             "refine.warm_start": True}  # the fits carried in checkpoints must resume too
 NUMBERS = ("auroc", "aupr", "removal", "test_scores", "injected_ids", "n_final_train")
 
 
+@pytest.fixture(scope="module")
+def folders(session_folders):
+  """The session's synthetic folders: `resumable_reference`, the run resumed to here, names them."""
+  return session_folders
+
+
 def _args(folders):
-  return [f"--config.data.root={folders / 'good'}", f"--config.data.defective_root={folders / 'bad'}"] + \
-      [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+  # conftest.RESUMABLE_RUN: maml_iqr, 3 iterations, refine.warm_start (the fits carried in checkpoints must resume
+  # too), a final training of 40 epochs
+  return resumable_args(folders)
 
 
 def _has_checkpoint(folder) -> bool:
@@ -57,12 +60,12 @@ def _stop(p, sig=signal.SIGTERM, timeout=STOP_WITHIN_S) -> float:
   return time.time() - start
 
 
-def test_sigterm_mid_refinement_stops_promptly_and_resumes_to_the_same_results(folders, tmp_path):
+def test_sigterm_mid_refinement_stops_promptly_and_resumes_to_the_same_results(folders, tmp_path,
+                                                                              synthetic_feature_cache,
+                                                                              resumable_reference):
   w, log = tmp_path / "run", tmp_path / "log.txt"
-  cmd = [sys.executable, "-m", "launch.main", "--config=configs/folder.py:quick", f"--workdir={w}", *_args(folders)]
-  # The uninterrupted reference, a process too (entry points tune XLA:CPU, which moves the last digits).
-  ref = subprocess.Popen(cmd[:4] + [f"--workdir={tmp_path / 'reference'}", *cmd[5:]], cwd=REPO,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  cmd = [sys.executable, "-m", "launch.main", "--config=configs/folder.py:quick", f"--workdir={w}", *_args(folders),
+         f"--config.cache_dir={synthetic_feature_cache}"]  # features read, not computed (both runs)
   p = subprocess.Popen(cmd, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT)
   _wait_for([p], lambda: _has_checkpoint(w), "the first refinement checkpoint")
   took = _stop(p)
@@ -75,9 +78,8 @@ def test_sigterm_mid_refinement_stops_promptly_and_resumes_to_the_same_results(f
   resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
   assert "resumed refinement after iteration" in resumed.stdout + resumed.stderr
-  assert ref.wait(timeout=600) == 0
   got = json.loads((w / "results.json").read_text())
-  want = json.loads((tmp_path / "reference" / "results.json").read_text())
+  want = resumable_reference[0]  # the uninterrupted run of the same config (conftest.py: in-process, same numbers)
   for key in NUMBERS:
     assert got[key] == want[key], key
   assert [h["removed_ids"] for h in got["refinement"]] == [h["removed_ids"] for h in want["refinement"]]

@@ -19,7 +19,6 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import folder as folder_config
 from maml_iqr import config_check, detector, io as io_lib, run
 from maml_iqr import features as features_lib
 from maml_iqr.checkpoint import Checkpointer
@@ -28,30 +27,20 @@ from maml_iqr.data import readers
 from maml_iqr.data.contamination import contaminate
 from maml_iqr.models import backbones
 from maml_iqr.models import flow as flow_lib
-from tests.conftest import REPO
+from tests.conftest import REPO, resumable_args, resumable_config
 
-# The run every heavy test shares: 3 refinement iterations (removing 2, 2, 0 images), several checkpoints.
-OVERRIDES = {"method": "maml_iqr", "refine.folds": 2,  # configs/folder.py's default is gaussian_iqr
-             "noise.ratio": 0.5, "refine.k": 0.1, "refine.max_iterations": 3, "refine.patience": 3,
-             "refine.min_kept": 4, "maml.meta_epochs": 1,
-             "refine.warm_start": True,  # checkpoints then carry the fold fits, whose restore is tested here
-             "train.meta_epochs": 40}  # a final training of seconds, so a kill can land inside it
+# The run every heavy test shares (conftest.py's, which test_preemption.py resumes to as well): 3 refinement
+# iterations (removing 2, 2, 0 images), several checkpoints, warm-started fold fits in them, and
+# "train.meta_epochs": 40, a final training of seconds, so a kill can land inside it.
 NUMBERS = ("auroc", "aupr", "removal", "test_scores", "injected_ids", "n_final_train")
+_config = resumable_config
+_args = resumable_args
 
 
-def _config(folders, **overrides):
-  c = folder_config.get_config("quick")
-  c.data.root = str(folders / "good")
-  c.data.defective_root = str(folders / "bad")
-  for k, v in {**OVERRIDES, **overrides}.items():
-    section, name = k.split(".") if "." in k else (None, k)
-    (c[section] if section else c)[name] = v
-  return c
-
-
-def _args(folders):
-  return [f"--config.data.root={folders / 'good'}", f"--config.data.defective_root={folders / 'bad'}"] + \
-      [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+@pytest.fixture(scope="module")
+def folders(session_folders):
+  """The session's synthetic folders: the shared run's config names them."""
+  return session_folders
 
 
 def _same_numbers(a: dict, b: dict) -> None:
@@ -61,12 +50,13 @@ def _same_numbers(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(folders, tmp_path_factory):
-  """The shared run, done twice in this process: (first results, second results, first workdir)."""
-  a, b = tmp_path_factory.mktemp("ref_a"), tmp_path_factory.mktemp("ref_b")
-  res_a = run.train_and_evaluate(_config(folders), str(a))
-  res_b = run.train_and_evaluate(_config(folders), str(b))
-  assert len(res_a["refinement"]) >= 3, "the shared run needs several refinement iterations"
+def reference(folders, resumable_reference, synthetic_feature_cache, tmp_path_factory):
+  """The shared run, done twice in this process: (first results, second results, first workdir). The first is the
+  session's (it extracted its own features); the second reads those of conftest.py's in-process extraction, so
+  the determinism check still compares two extractions."""
+  res_a, a = resumable_reference
+  res_b = run.train_and_evaluate(_config(folders, cache_dir=synthetic_feature_cache),
+                                 str(tmp_path_factory.mktemp("ref_b")))
   return res_a, res_b, a
 
 

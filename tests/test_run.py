@@ -32,8 +32,8 @@ def _config(folders, method, **overrides):
 
 
 @pytest.mark.parametrize("method", ["differnet", "one_shot", "iterative", "maml_iqr"])
-def test_each_method_writes_the_output_contract(folders, tmp_path, method):
-  res = run.train_and_evaluate(_config(folders, method), str(tmp_path))
+def test_each_method_writes_the_output_contract(folders, tmp_path, method, synthetic_feature_cache):
+  res = run.train_and_evaluate(_config(folders, method, cache_dir=synthetic_feature_cache), str(tmp_path))
   on_disk = json.loads((tmp_path / "results.json").read_text())
   assert on_disk["status"] == "done" and on_disk["method"] == method
   for key in ("dataset", "category", "noise", "contamination", "seed", "backbone", "auroc", "refinement",
@@ -55,7 +55,7 @@ def test_each_method_writes_the_output_contract(folders, tmp_path, method):
     assert "Does the inner loop adapt?" in (tmp_path / "report.md").read_text()
 
 
-def test_no_recompile_across_refinement_iterations(folders, tmp_path, monkeypatch):
+def test_no_recompile_across_refinement_iterations(folders, tmp_path, monkeypatch, synthetic_feature_cache):
   """Removing images changes indices only: a 4-iteration run traces the flow loss as often as a 1-iteration run."""
   original = detector.loss_fn
 
@@ -68,14 +68,14 @@ def test_no_recompile_across_refinement_iterations(folders, tmp_path, monkeypatc
   counts = []
   monkeypatch.setattr(detector, "loss_fn", lambda *a: (counts.append(1), original(*a))[1])
   fresh_caches()
-  one = _config(folders, "maml_iqr", **{"refine.max_iterations": 1})
+  one = _config(folders, "maml_iqr", cache_dir=synthetic_feature_cache, **{"refine.max_iterations": 1})
   run.train_and_evaluate(one, str(tmp_path / "one"))
   traces_one_iteration = len(counts)
 
   fresh_caches()
   monkeypatch.setattr(detector, "loss_fn", chex.assert_max_traces(original, n=traces_one_iteration))
-  many = _config(folders, "maml_iqr", **{"refine.max_iterations": 4, "refine.patience": 4, "refine.k": 0.1,
-                                         "refine.max_remove_total": 0.9})
+  many = _config(folders, "maml_iqr", cache_dir=synthetic_feature_cache,
+                 **{"refine.max_iterations": 4, "refine.patience": 4, "refine.k": 0.1, "refine.max_remove_total": 0.9})
   res = run.train_and_evaluate(many, str(tmp_path / "many"))
   assert len(res["refinement"]) >= 3, "the test needs several iterations to prove anything"
   assert len({h["n_kept_before"] for h in res["refinement"]}) >= 3  # the kept set really shrank
@@ -92,35 +92,39 @@ def test_bad_config_fails_before_work(folders, tmp_path):
     run.train_and_evaluate(c, str(tmp_path))
 
 
-def _launch(workdir, *extra):
+def _launch(workdir, log, *extra):
   cmd = [sys.executable, "-m", "launch.main", "--config=configs/folder.py:quick", f"--workdir={workdir}", *extra]
-  return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(cmd, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
 
-def test_sigkill_then_resume_gives_the_same_results(folders, tmp_path):
+# Without refine.warm_start (the default): the checkpoints carry no flow parameters, only the controller's state.
+SIGKILL_RUN = {"noise.ratio": 0.5, "refine.k": 0.1, "refine.max_iterations": 3, "refine.patience": 3,
+               "refine.min_kept": 4, "maml.meta_epochs": 1, "method": "maml_iqr", "refine.folds": 2}
+
+
+def test_sigkill_then_resume_gives_the_same_results(folders, tmp_path, synthetic_feature_cache):
   args = [f"--config.data.root={folders / 'good'}", f"--config.data.defective_root={folders / 'bad'}",
-          "--config.noise.ratio=0.5", "--config.refine.k=0.1", "--config.refine.max_iterations=3",
-          "--config.refine.patience=3", "--config.refine.min_kept=4", "--config.maml.meta_epochs=1",
-          "--config.method=maml_iqr", "--config.refine.folds=2"]
-  ref = _launch(tmp_path / "ref", *args)
-  assert ref.wait(timeout=600) == 0, ref.stdout.read()
-  killed = _launch(tmp_path / "run", *args)
+          f"--config.cache_dir={synthetic_feature_cache}"] + [f"--config.{k}={v}" for k, v in SIGKILL_RUN.items()]
+  killed = _launch(tmp_path / "run", tmp_path / "killed.txt", *args)
   ckpt = tmp_path / "run" / "checkpoints" / "refine"
   deadline = time.time() + 600
   while time.time() < deadline and killed.poll() is None:
     if ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir()):
       break
-    time.sleep(0.2)
+    time.sleep(0.05)
   assert killed.poll() is None, "the run ended before it could be killed"
   killed.send_signal(signal.SIGKILL)
   killed.wait()
   partial = json.loads((tmp_path / "run" / "results.json").read_text())
   assert partial["status"] == "data"
-  resumed = _launch(tmp_path / "run", *args)
-  out = resumed.communicate(timeout=600)[0]
-  assert resumed.returncode == 0, out
-  assert "resumed refinement" in out
-  a = json.loads((tmp_path / "ref" / "results.json").read_text())
+  resumed = _launch(tmp_path / "run", tmp_path / "resumed.txt", *args)
+  # Meanwhile the uninterrupted reference, in this process: it runs on the XLA flags of the entry points
+  # (conftest.py), and its jitted steps are this module's earlier runs' (the same shapes), so it takes seconds.
+  same = {k: v for k, v in SIGKILL_RUN.items() if k != "method"}
+  a = run.train_and_evaluate(_config(folders, "maml_iqr", cache_dir=synthetic_feature_cache, **same),
+                             str(tmp_path / "ref"))
+  assert resumed.wait(timeout=600) == 0, (tmp_path / "resumed.txt").read_text()[-3000:]
+  assert "resumed refinement" in (tmp_path / "resumed.txt").read_text()
   b = json.loads((tmp_path / "run" / "results.json").read_text())
   for key in ("auroc", "aupr", "removal", "test_scores", "injected_ids"):
     assert a[key] == b[key], key
@@ -132,9 +136,13 @@ def test_hazelnut_toy_differnet_end_to_end(tmp_path):
   c = mvtec_config.get_config("quick")
   c.data.root, c.data.category, c.backbone.name = DATA, "hazelnut_toy", "efficientnet_lite0"
   c.method, c.noise.val_fraction = "differnet", 0.0
-  c.flow.n_blocks, c.flow.hidden = 8, 256
-  c.train.meta_epochs, c.train.sub_epochs, c.train.n_cached_views, c.train.n_views = 8, 4, 4, 4
+  # test_clean_mode.py's flow and schedule on the same photos (so their compiled programs are shared through the
+  # compilation cache); DifferNet's 8 blocks of 256 scored 0.98 here, these 0.99.
+  c.flow.n_blocks, c.flow.hidden = 4, 128
+  c.train.meta_epochs, c.train.sub_epochs, c.train.n_cached_views, c.train.n_views = 4, 4, 4, 4
   c.score.n_views = 4
+  c.score.pixel_auroc_images = 2  # a map costs a backward pass per view: 2 images (a colour one, a good one)
   res = run.train_and_evaluate(c, str(tmp_path))
   assert res["contamination"]["n_good_train"] == 28 and res["contamination"]["n_test"] == 23
-  assert res["auroc"] > 0.9  # measured 1.0: real features separate the colour defects
+  assert res["auroc"] > 0.9  # measured 0.99: real features separate the colour defects
+  assert res["pixel_auroc"]["n_images"] == 2 and 0.0 <= res["pixel_auroc"]["value"] <= 1.0
