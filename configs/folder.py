@@ -20,6 +20,8 @@ Rule stated before its cells ran (configs/sweeps/ablation.py's patch_iqr arm): p
 gaussian_iqr here if, in the ablation's elpv mono cells at 20 and 50 % noise (3 seeds; Magnetic Tile's too where
 they are run), the mean removal recall of the final kept set is higher than gaussian_iqr's at each noise level and
 its mean share of the good images lost is at most 0.05 at each. No test image is read by this rule.
+Outcome: it passes on elpv mono and fails on Magnetic Tile at 20 % (recall 0.41 against 0.70, the stopping rule
+undoing the cleaning), so gaussian_iqr stays (README, "Patch-level scores find more: method=patch_iqr").
 
 Expected (README, "Clean your own images"; measured 2026-12-03 on a 2-core AMD EPYC CPU without AVX-512, beside
 another job): 300 Magnetic Tile good tiles + 20 defective, with the CPU table settings (--config.flow.hidden=512
