@@ -54,66 +54,34 @@ recall at <= 5 % good lost over 20 / 30 / 50 % x 3 seeds is at least 0.05 above 
 the same splits (`benchmarks.cleaning_scorers --config=configs/elpv.py --config.data.category=poly`,
 gauss_mean_view).
 """
-import dataclasses
 import os
-import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
 from configs.sweeps import ablation
 from launch.sweep import cell_config
-from maml_iqr import features as features_lib
 from maml_iqr import gaussian, run
-from maml_iqr.common import log
+from maml_iqr import patches as patches_lib
 from maml_iqr.data import readers
 from maml_iqr.data.contamination import contaminate
 from maml_iqr.io import write_json
 from maml_iqr.metrics import auroc, recall_at_good_lost
 from maml_iqr.models import backbones
-from maml_iqr.models import efficientnet_lite as enet
 from maml_iqr.refine import iqr_threshold
 
 FLAGS = flags.FLAGS
 GOOD_LOST_BUDGET = 0.05  # issue 13: at most 5 % of the good images lost
-GRID = 14
-CHOSEN_K, CHOSEN_TOP = 3, 5  # nn_kth_3_top5: the best of the variants on Magnetic Tile and elpv mono
+CHOSEN_K, CHOSEN_TOP = patches_lib.K, patches_lib.TOP  # nn_kth_3_top5: the best variant on Magnetic Tile, elpv mono
 IQR_KS = (0.5, 0.75, 1.0, 1.5)  # the iterated rule's k: 1.5 is the project's default
 ITERATIONS = 5
-PATCH_DIM = enet.stage_dim("stride8") + enet.stage_dim("stride16")
-RECIPE = f"stride8+stride16, 3x3 local mean, {GRID}x{GRID} grid, one unrotated view"  # what a cached table holds
+# what a cached table holds
+RECIPE = f"stride8+stride16, 3x3 local mean, {patches_lib.GRID}x{patches_lib.GRID} grid, one unrotated view"
 
 
-def _local_mean(m):
-  return jax.lax.reduce_window(m, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), "SAME") / 9.0
-
-
-def patch_features(params, images):
-  """(B, H, W, 3) -> (B, 196 * 152): stride-8 and stride-16 maps on the 14x14 grid, locally averaged."""
-  maps = enet._stage_maps(params, images, {"block4", "block10"})
-  s8 = _local_mean(maps["block4"])
-  b, h, w, c = s8.shape
-  s8 = s8.reshape(b, GRID, h // GRID, GRID, w // GRID, c).mean((2, 4))
-  return jnp.concatenate([s8, _local_mean(maps["block10"])], -1).reshape(b, -1)
-
-
-def patch_distances(patches: np.ndarray, block: int = 4) -> np.ndarray:
+def patch_distances(patches: np.ndarray) -> np.ndarray:
   """(N, P, C) -> (N, P, N) float32: distance from each patch of image i to the nearest patch of image j."""
-  n, p, c = patches.shape
-  flat = patches.reshape(n * p, c)
-  sq = (flat ** 2).sum(1)
-  out = np.empty((n, p, n), np.float32)
-  start = time.time()
-  for i in range(0, n, block):
-    q = flat[i * p:(i + block) * p]
-    d2 = sq[i * p:(i + block) * p, None] + sq[None] - 2.0 * (q @ flat.T)
-    k = len(q) // p
-    out[i:i + k] = np.sqrt(np.maximum(d2.reshape(k, p, n, p).min(-1), 0.0))
-    if i % 100 == 0:
-      log(f"patch distances: {i + k}/{n} images, {time.time() - start:.0f} s")
-  return out
+  return patches_lib.nearest_patch_distances(patches, None, "all images")
 
 
 def pool_distances(backbone, dataset, ids: list, path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -124,11 +92,8 @@ def pool_distances(backbone, dataset, ids: list, path: str) -> tuple[np.ndarray,
         raise ValueError(f"{path}: made for other images or patch features than {dataset.name}'s now ({RECIPE}); "
                          "delete it to recompute")
       return f["distances"], f["pooled"]
-  patchy = dataclasses.replace(backbone, feature_dim=GRID * GRID * PATCH_DIM, features=patch_features)
   images = {i: im for s in (dataset.train, dataset.test) for i, im in zip(s.ids, s.images)}
-  views = features_lib.fixed_view_params(len(ids), 1, 0.0)
-  patches = features_lib.extract(patchy, backbone.load(), np.stack([images[i] for i in ids]), views,
-                                 label="patches")[:, 0].reshape(len(ids), GRID * GRID, PATCH_DIM)
+  patches = patches_lib.extract(backbone, backbone.load(), np.stack([images[i] for i in ids]))
   distances, pooled = patch_distances(patches), patches.mean(1)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   np.savez(path, ids=np.asarray(ids), recipe=RECIPE, distances=distances, pooled=pooled)
