@@ -14,6 +14,7 @@ gets the same views whatever else is in the dataset.
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import io
@@ -119,10 +120,23 @@ def _read(path: str, spec: dict) -> dict | None:
     return None
 
 
-def _write(path: str, spec: dict, store: dict) -> None:
-  buf = io.BytesIO()
-  np.savez(buf, settings=np.asarray(json.dumps(spec, sort_keys=True)), **store)
-  write_atomic(path, buf.getvalue())
+def _write(path: str, spec: dict, store: dict) -> dict:
+  """Writes `store` with the rows other processes added to the file since this one read it (a sweep's workers and
+  concurrent runs share one cache: without the merge the last writer dropped the others' new rows), under an
+  exclusive lock on `<path>.lock`. Returns the merged store."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path + ".lock", "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
+    on_disk = _read(path, spec)
+    for table, (key, columns) in TABLES.items() if on_disk is not None else ():
+      have = {d.tobytes() for d in store[key]}
+      rows = [r for r, d in enumerate(on_disk[key]) if d.tobytes() not in have]
+      if rows:
+        store = _append(store, table, {c: on_disk[c][rows] for c in (key,) + columns})
+    buf = io.BytesIO()
+    np.savez(buf, settings=np.asarray(json.dumps(spec, sort_keys=True)), **store)
+    write_atomic(path, buf.getvalue())
+  return store
 
 
 def _append(store: dict, table: str, new: dict) -> dict:
@@ -201,10 +215,10 @@ def features(config, backbone, bparams, images: np.ndarray, dataset_name: str,
     where = {d: i for i, d in enumerate(digests)}
     store = _append(store, table, _compute(table, spec, backbone, bparams,
                                            images[np.asarray([where[d] for d in missing])], missing))
-    _write(path, spec, store)  # each table as soon as it is done: a killed run keeps it
+    store = _write(path, spec, store)  # each table as soon as it is done: a killed run keeps it
     unsaved = False
   if unsaved:
-    _write(path, spec, store)
+    store = _write(path, spec, store)
   if not touched:
     log(f"features from cache {path} ({len(images)} images, {len(train_rows)} with training views)")
   out = {}

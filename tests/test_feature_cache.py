@@ -139,6 +139,35 @@ def test_training_views_are_computed_only_for_the_images_a_run_trains_on(tmp_pat
   np.testing.assert_array_equal(full["train_views"][[1, 2, 5]], second["train_views"])
 
 
+def test_two_runs_filling_one_cache_at_once_lose_none_of_each_others_rows(tmp_path, backbone, monkeypatch):
+  """Run B adds its images to the cache file while run A, which read the file before, is still computing: A's
+  write keeps B's rows (it used to drop them, so B's images were computed again by the next run)."""
+  root = write_synthetic_folders(tmp_path / "data", n_good=6, n_bad=0, size=32)
+  c = folder_config.get_config("quick")
+  c.data.root, c.cache_dir = str(root / "good"), str(tmp_path / "cache")
+  bb, bparams = backbone
+  ds = readers.read(c.data, bb.input_size)
+  images = np.concatenate([ds.train.images, ds.test.images])
+  computed, b_out, b_started = [], {}, []
+  original = features_lib.extract
+
+  def extract(b, p, ims, *a, **k):
+    if not b_started:  # A's first extraction: B runs to the end in the meantime
+      b_started.append(True)
+      b_out.update(feature_cache.features(c, bb, bparams, images[3:], ds.name))
+    computed.append(len(ims))
+    return original(b, p, ims, *a, **k)
+
+  monkeypatch.setattr(features_lib, "extract", extract)
+  feature_cache.features(c, bb, bparams, images[:3], ds.name)
+  assert computed == [3, 3, 3, 3]  # B's two tables, then A's
+  computed.clear()
+  both = feature_cache.features(c, bb, bparams, images, ds.name)
+  assert computed == []
+  np.testing.assert_array_equal(both["eval"][3:], b_out["eval"])
+  np.testing.assert_array_equal(both["train"][3:], b_out["train"])
+
+
 def test_a_cache_written_before_the_tables_were_split_is_read_not_recomputed(tmp_path, backbone, monkeypatch):
   """Files of the earlier layout (one row per image holding both kinds of views, no `train_digests`) stay valid:
   their features are served as they are, nothing is recomputed."""
