@@ -32,7 +32,7 @@ from maml_iqr.models import alexnet, backbones
 from maml_iqr.models import flow as flow_lib
 
 SECTIONS = ("peak", "backbone", "train", "score", "maml")
-# (name, dim, hidden, n_blocks): DifferNet's flow on AlexNet features, and configs/default.py's on Lite0.
+# (name, dim, hidden, n_blocks): DifferNet's flow on AlexNet features, and configs/default.py:table's on Lite0.
 FLOW_SIZES = (("differnet", 768, 2048, 8), ("default", 472, 512, 8))
 QUICK_FLOW_SIZES = (("differnet", 768, 128, 1), ("default", 472, 64, 1))
 

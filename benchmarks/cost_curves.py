@@ -3,7 +3,7 @@
   python -m benchmarks.cost_curves --out=curves.json [--quick]
 
 Every curve uses the project's own host-side entry points (`detector.score`, `detector.train`,
-`cleaning.meta_train`) at configs/default.py's flow (472-d Lite0 features, hidden 512, 8 blocks), so the figures
+`cleaning.meta_train`) at configs/default.py:table's flow (472-d Lite0 features, hidden 512, 8 blocks), so the figures
 include what the host adds: the last batch of an epoch is filled to the full batch size, `detector.train` runs
 16-step chunks plus single steps for the remainder, and `detector.score` pads its last batch. Each curve gets a
 least-squares line (intercept + slope * x) as a cost model. Compilation is excluded (one untimed call per shape
@@ -24,7 +24,7 @@ from maml_iqr import cleaning, detector, saved_model, xla_flags
 
 
 def _config(quick: bool):
-  c = default_config.get_config()
+  c = default_config.get_config("table")
   if quick:
     c.flow.hidden, c.flow.n_blocks = 64, 1
   return c

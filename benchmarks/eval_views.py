@@ -5,7 +5,7 @@ DifferNet's 64 rotations k * 360 / 64, read from one feature cache of those 64 v
   aligned n  rotations k * 360 / n (DifferNet's grid for n = 64; always holds the 4 axis-aligned views)
   offset n   rotations (k + 1/2) * 360 / n, the same grid turned by half a step: never axis-aligned
 
-  python -m benchmarks.eval_views --configs=configs/default.py,configs/mtd.py --out=results/benchmarks/eval_views.json
+  python -m benchmarks.eval_views --configs=configs/default.py:table,configs/mtd.py --out=results/benchmarks/eval_views.json
 
 Why offset: the flow trains on rotations drawn uniformly, so nearly every training view has black corners; the
 axis-aligned views have none and score as outliers (seed 0 of elpv mono: mean z^2 1.8 against 1.1, per-view
@@ -28,7 +28,7 @@ from maml_iqr import cleaning, config_check, detector, metrics, run, xla_flags
 from maml_iqr.common import log
 from maml_iqr.io import write_json
 
-flags.DEFINE_list("configs", ["configs/default.py", "configs/mtd.py"], "Experiment configs (files).")
+flags.DEFINE_list("configs", ["configs/default.py:table", "configs/mtd.py"], "Experiment configs (files).")
 flags.DEFINE_string("out", None, "JSON file for the figures.")
 flags.DEFINE_string("cache_dir", "results/cache", "Feature cache folder.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Noise / init seeds.")

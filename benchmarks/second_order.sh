@@ -10,7 +10,7 @@ for fo in True False; do
   w=$OUT/first_order_$fo
   rm -rf "$w"
   mkdir -p "$OUT"
-  /usr/bin/time -v python -m launch.main --config=configs/default.py --workdir="$w" --config.cache_dir="$CACHE" \
+  /usr/bin/time -v python -m launch.main --config=configs/default.py:table --workdir="$w" --config.cache_dir="$CACHE" \
     --config.maml.first_order=$fo --config.refine.max_iterations=1 > "$OUT/log_$fo.txt" 2>&1
   echo "first_order=$fo exit $?"
   grep -E "Elapsed|Maximum resident" "$OUT/log_$fo.txt"

@@ -90,6 +90,9 @@ def base() -> ml_collections.ConfigDict:
   c.maml.pretrain_epochs = 8     # plain training epochs on the fit set before meta-training (0: none)
   c.maml.meta_epochs = 2         # MAML passes over the fit set per refinement iteration and fold
   c.maml.score_tasks = 4         # support sets the meta-parameters are adapted to (by the inner loop) to score
+  c.maml.diagnostics = True      # the inner loop's drops and gradient cosine at each fit's last meta-step
+                                 # (refinement[i].meta, report.md). Changes no result; costs about 27 s of
+                                 # tracing and compiling once per process on a 2-core CPU, and two meta-steps a fit
 
   c.refine = ml_collections.ConfigDict()
   c.refine.k = 1.5               # T = Q3 + k * IQR; the paper does not state k, 1.5 is classical (and CoMet's)

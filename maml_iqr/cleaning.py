@@ -177,9 +177,10 @@ def meta_train(ctx: Context, mask: np.ndarray, params, stage: tuple):
   after `maml.pretrain_epochs` epochs of the detector's plain training on the same images (a flow worth
   adapting, at a fraction of a meta-step's cost per image; 0: none).
 
-  Returns the meta-parameters, the meta-losses, and the inner loop's diagnostics (`maml.diagnostics`) on the
-  tasks of the last meta-step, at the parameters it starts from. One diagnosed step costs about two meta-steps:
-  at four steps per fit they took a fifth of a maml_iqr iteration (benchmarks/profile_iteration.py).
+  Returns the meta-parameters, the meta-losses, and the inner loop's diagnostics (`maml.diagnostics`; {} when
+  `config.maml.diagnostics` is off) on the tasks of the last meta-step, at the parameters it starts from. One
+  diagnosed step costs about two meta-steps: at four steps per fit they took a fifth of a maml_iqr iteration
+  (benchmarks/profile_iteration.py).
   """
   c = ctx.config
   m = c.maml
@@ -204,7 +205,7 @@ def meta_train(ctx: Context, mask: np.ndarray, params, stage: tuple):
     s_idx, q_idx = maml.sample_tasks(rng, idx, n_tasks, m.task_size, m.query_fraction)
     rows = task_rows(ctx, rng, np.concatenate([s_idx, q_idx], 1))  # (tasks, task_size, n_views, D)
     tasks = {"support": rows[:, :s_idx.shape[1]], "query": rows[:, s_idx.shape[1]:]}
-    if i == steps - 1:
+    if m.diagnostics and i == steps - 1:
       diag = {k: float(v) for k, v in diagnose(params, tasks).items()}
       ctx.writer.scalars(i, {_tag(f"maml_{k}", stage): v for k, v in diag.items()})
     params, opt_state, out = step(params, opt_state, tasks)

@@ -77,7 +77,7 @@ def validate(c) -> None:
   """Raises a ConfigError naming the first out-of-range value's flag and what it accepts."""
   _check(_is_int(c.seed) and c.seed >= 0, "seed", c.seed, "an integer >= 0")
   for flag in ("noise.overlap", "flow.zero_init", "train.recompute_features", "maml.first_order",
-               "refine.warm_start"):
+               "maml.diagnostics", "refine.warm_start"):
     section, name = flag.split(".")
     _check(isinstance(c[section][name], bool), flag, c[section][name], "True or False")
   for flag in ("train.view_seed", "data.split_seed"):

@@ -43,7 +43,8 @@ from maml_iqr.io import is_writer, write_json
 RUN_CONFIG = "run_config.json"
 RESULTS = "results.json"
 LOCK = ".lock"
-IGNORED_KEYS = ("cache_dir",)  # cannot change results: the feature cache is keyed by content
+IGNORED_KEYS = ("cache_dir", "maml.diagnostics")  # cannot change results: the feature cache is keyed by
+                                                  # content; diagnostics only measure
 PATH_KEYS = ("data.root", "data.defective_root", "backbone.weights_path", "cache_dir")
 # What `clear` (--overwrite) deletes: the outputs of a run, never the feature cache or files it does not know.
 OUTPUTS = ("checkpoints", "model", "tensorboard", RESULTS, RUN_CONFIG, "report.md", "suspicious.csv")

@@ -12,7 +12,7 @@ from configs import folder as folder_config
 from configs import mvtec as mvtec_config
 from maml_iqr import cleaning, detector, run
 from maml_iqr.config_check import ConfigError
-from tests.conftest import DATA, REPO, shared_data
+from tests.conftest import DATA, REPO, resumable_config, shared_data
 
 
 def _config(folders, method, **overrides):
@@ -53,6 +53,19 @@ def test_each_method_writes_the_output_contract(folders, tmp_path, method, synth
   if method == "maml_iqr":  # the inner loop's diagnostics reach results.json and report.md
     assert set(h["meta"]) >= {"support_drop", "query_drop", "grad_cosine"} and -1 <= h["meta"]["grad_cosine"] < 1
     assert "Does the inner loop adapt?" in (tmp_path / "report.md").read_text()
+
+
+def test_diagnostics_off_changes_no_result(session_folders, resumable_reference, tmp_path):
+  """`maml.diagnostics=False` (the default experiment's) skips the inner loop's diagnostics and nothing else: the
+  same removals, validation AUROCs and test scores as the shared reference run, which has them on."""
+  reference, ref_workdir = resumable_reference
+  c = resumable_config(session_folders, cache_dir=str(ref_workdir / "cache"), **{"maml.diagnostics": False})
+  res = run.train_and_evaluate(c, str(tmp_path))
+  assert all("grad_cosine" in h["meta"] for h in reference["refinement"])
+  assert not any("grad_cosine" in h["meta"] for h in res["refinement"])
+  for key in ("n_removed", "removed_injected", "val_auroc"):
+    assert [h[key] for h in res["refinement"]] == [h[key] for h in reference["refinement"]], key
+  assert res["test_scores"] == reference["test_scores"] and res["auroc"] == reference["auroc"]
 
 
 def test_no_recompile_across_refinement_iterations(folders, tmp_path, monkeypatch, synthetic_feature_cache):
