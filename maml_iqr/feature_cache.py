@@ -25,7 +25,7 @@ import numpy as np
 
 from maml_iqr import features as features_lib
 from maml_iqr.common import log
-from maml_iqr.io import write_atomic
+from maml_iqr.io import is_writer, write_atomic
 
 FORMAT = 2  # bump when the view scheme changes: older files are then not read (the split into two tables
             # kept 2: `_read` serves the one-table files written before it as they are)
@@ -123,7 +123,9 @@ def _read(path: str, spec: dict) -> dict | None:
 def _write(path: str, spec: dict, store: dict) -> dict:
   """Writes `store` with the rows other processes added to the file since this one read it (a sweep's workers and
   concurrent runs share one cache: without the merge the last writer dropped the others' new rows), under an
-  exclusive lock on `<path>.lock`. Returns the merged store."""
+  exclusive lock on `<path>.lock`. Returns the merged store. Only the writing process writes (`io.is_writer`)."""
+  if not is_writer():
+    return store
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   with open(path + ".lock", "a") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the process dies

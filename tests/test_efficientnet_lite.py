@@ -105,8 +105,8 @@ def test_fast_depthwise_matches_grouped_conv(params, chelsea):
 def test_micro_batches_match_one_batch(params, chelsea):
   images = jnp.concatenate(
       [chelsea, chelsea[:, ::-1], chelsea[:, :, ::-1]], axis=0)[:, :64, :64]
-  whole = enet._features(params, images, enet.DEFAULT_STAGES, micro_batch=0)
-  split = enet._features(params, images, enet.DEFAULT_STAGES, micro_batch=2)
+  whole = jax.jit(lambda p, x: enet._features(p, x, enet.DEFAULT_STAGES, micro_batch=0))(params, images)
+  split = jax.jit(lambda p, x: enet._features(p, x, enet.DEFAULT_STAGES, micro_batch=2))(params, images)
   assert split.shape == (3, 472)
   np.testing.assert_allclose(split, whole, rtol=1e-4, atol=1e-4)
 
@@ -114,8 +114,9 @@ def test_micro_batches_match_one_batch(params, chelsea):
 def test_poolings_pool_the_stage_maps_pooling_major(params, chelsea):
   images = jnp.concatenate([chelsea, chelsea[:, ::-1]], axis=0)[:, :64, :64]
   stages = ('stride8', 'stride16')
-  got = np.asarray(enet.features(params, images, stages, poolings=('max', 'gem', 'std', 'mean')))
-  maps = enet._stage_maps(params, images, {'block4', 'block10'})
+  got = np.asarray(jax.jit(lambda p, x: enet.features(p, x, stages, poolings=('max', 'gem', 'std', 'mean')))(
+      params, images))
+  maps = jax.jit(lambda p, x: enet._stage_maps(p, x, {'block4', 'block10'}))(params, images)
   m8, m16 = (np.asarray(maps[n], np.float64) for n in ('block4', 'block10'))
   pos = lambda m: np.maximum(m, 0)
   want = np.concatenate([m8.max((1, 2)), m16.max((1, 2)),

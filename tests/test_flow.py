@@ -138,7 +138,6 @@ def test_second_order_through_sgd_step():
   assert np.isfinite(jax.jit(outer)(params, 0.1))
   meta_grad = jax.jit(jax.grad(outer))(params, 0.1)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(meta_grad))
-  assert np.isfinite(jax.jit(jax.hessian(outer, argnums=1))(params, 0.1))
   # The second-order term is really there: it differs from first order.
   first = jax.jit(jax.grad(first_order))(params, 0.1)
   diff = jax.tree.map(lambda a, b: jnp.abs(a - b).max(), meta_grad, first)

@@ -342,7 +342,7 @@ def test_low_rank_inner_loop_gives_the_dense_inner_loops_meta_loss_and_gradient(
   """The flow's first-order inner loop runs without adapted weights (`lowrank`); its meta-loss, meta-gradient and
   inner-loop drops must be those of the dense loop (`adapt`), so a wrong outer product, a missed bias step or a
   wrong step scale fails here."""
-  loss_fn, params = _flow_task_loss()
+  loss_fn, params = _flow_task_loss(n_blocks=1)  # one coupling block: every kind of layer, half the compile
   low_rank_loss = maml.lowrank.adapted_loss
   rng = np.random.default_rng(1)
   tasks = {'support': jnp.asarray(rng.normal(size=(3, 2, 4, 10)), jnp.float32),
@@ -355,19 +355,21 @@ def test_low_rank_inner_loop_gives_the_dense_inner_loops_meta_loss_and_gradient(
     adapted = maml.adapt(loss_fn, p, task['support'], cfg.inner_lr, cfg.inner_steps, True, cfg.normalized)
     return loss_fn(adapted, task['query'])
 
-  fast, fast_grad = jax.value_and_grad(lambda p: maml.batched_meta_loss(loss_fn, p, tasks, cfg))(params)
-  dense, dense_grad = jax.value_and_grad(
-      lambda p: maml.batched_meta_loss(loss_fn, p, tasks, cfg, dense_objective))(params)
-  plain_grad = jax.grad(lambda p: jnp.mean(jax.vmap(lambda t: loss_fn(p, t['query']))(tasks)))(params)
+  # jitted: op by op, the two inner loops and their gradients took a minute to dispatch
+  fast, fast_grad = jax.jit(jax.value_and_grad(lambda p: maml.batched_meta_loss(loss_fn, p, tasks, cfg)))(params)
+  dense, dense_grad = jax.jit(jax.value_and_grad(
+      lambda p: maml.batched_meta_loss(loss_fn, p, tasks, cfg, dense_objective)))(params)
+  plain_grad = jax.jit(jax.grad(lambda p: jnp.mean(jax.vmap(lambda t: loss_fn(p, t['query']))(tasks))))(params)
   moved = optax.tree.norm(jax.tree.map(jnp.subtract, dense_grad, plain_grad)) / optax.tree.norm(plain_grad)
   assert moved > 0.05  # the inner loop changes the gradient: the comparison below means something
   assert used  # the fast path was taken
   np.testing.assert_allclose(float(fast), float(dense), rtol=1e-5)
   chex.assert_trees_all_close(fast_grad, dense_grad, rtol=1e-4, atol=1e-6)
 
-  drops = maml.diagnostics(loss_fn, params, tasks, cfg)
-  support_drop = jnp.mean(jax.vmap(lambda t: loss_fn(params, t['support']) - loss_fn(
-      maml.adapt(loss_fn, params, t['support'], cfg.inner_lr, cfg.inner_steps, True, normalized), t['support']))(tasks))
+  drops = jax.jit(lambda p: maml.diagnostics(loss_fn, p, tasks, cfg))(params)
+  support_drop = jax.jit(lambda p: jnp.mean(jax.vmap(lambda t: loss_fn(p, t['support']) - loss_fn(
+      maml.adapt(loss_fn, p, t['support'], cfg.inner_lr, cfg.inner_steps, True, normalized), t['support']))(tasks)))(
+          params)
   np.testing.assert_allclose(float(drops['support_drop']), float(support_drop), rtol=1e-4)
 
 
