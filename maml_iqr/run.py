@@ -194,8 +194,9 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   # pixel AUROC of its anomaly maps on test images that have masks (at most anomaly_maps.PIXEL_AUROC_MAX_IMAGES).
   t = time.time()
   model_dir = os.path.join(workdir, "model")
+  val_scores = detector.score(flow, params, feats["val"], config.score.kind)
   threshold = saved_model.operating_threshold(
-      split.val.labels, detector.score(flow, params, feats["val"], config.score.kind),
+      split.val.labels, val_scores,
       lambda: detector.score(flow, params, feats["train_eval"][kept], config.score.kind))  # only when needed
   saved_model.save(model_dir, config, backbone, params, threshold,
                    {"dataset": dataset.name, "category": dataset.category, "method": config.method,
@@ -219,6 +220,9 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
       "auroc": metrics.auroc(labels, test_scores) if has_test else None,
       "aupr": metrics.aupr(labels, test_scores) if has_test else None,
       "f1_max": metrics.f1_max(labels, test_scores) if has_test else None,
+      # The final detector on the labelled validation images: what choices between runs may be made on.
+      "validation_auroc": metrics.auroc(split.val.labels, val_scores) if len(np.unique(split.val.labels)) == 2
+                          else None,
       "n_final_train": int(kept.sum()),
       "removal": {"n_removed": int((~kept).sum()), "removed_injected": int((injected & ~kept).sum()),
                   "removed_good": int((~injected & ~kept).sum()),
