@@ -139,12 +139,14 @@ class UnknownVariantError(ValueError):
   """A config spec's ':variant' that no config knows (a typo must not silently run the full config)."""
 
 
-def variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+def variant(c: ml_collections.ConfigDict, arg: str | None, others: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
   """The end of every `get_config(arg)`: no argument gives the config itself, ':quick' shrinks it, anything else
-  is refused (`configs/mvtec.py:quik` would otherwise run the full multi-hour config)."""
+  is refused (`configs/mvtec.py:quik` would otherwise run the full multi-hour config). `others`: the variants the
+  calling config handles itself, named in the refusal."""
   if arg is None or arg == "":
     return c
   if arg == "quick":
     return shrink(c)
+  also = "".join(f", configs/<name>.py:{o}" for o in others)
   raise UnknownVariantError(f"unknown config variant {arg!r}: use configs/<name>.py for the full config or "
-                            "configs/<name>.py:quick for the tiny one")
+                            f"configs/<name>.py:quick for the tiny one{also}")

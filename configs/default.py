@@ -31,4 +31,4 @@ def get_config(arg: str | None = None):
   c.score.n_views = 4
   c.train.n_cached_views = 4
   c.maml.diagnostics = False
-  return variant(c, arg)
+  return variant(c, arg, others=("table",))

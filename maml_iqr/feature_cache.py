@@ -130,11 +130,9 @@ def _write(path: str, spec: dict, store: dict) -> dict:
   with open(path + ".lock", "a") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
     on_disk = _read(path, spec)
-    for table, (key, columns) in TABLES.items() if on_disk is not None else ():
+    for table, (key, _) in TABLES.items() if on_disk is not None else ():
       have = {d.tobytes() for d in store[key]}
-      rows = [r for r, d in enumerate(on_disk[key]) if d.tobytes() not in have]
-      if rows:
-        store = _append(store, table, {c: on_disk[c][rows] for c in (key,) + columns})
+      store, _ = _take_rows(store, table, on_disk, {d.tobytes() for d in on_disk[key]} - have)
     buf = io.BytesIO()
     np.savez(buf, settings=np.asarray(json.dumps(spec, sort_keys=True)), **store)
     write_atomic(path, buf.getvalue())
@@ -146,11 +144,19 @@ def _append(store: dict, table: str, new: dict) -> dict:
   return dict(store, **{c: np.concatenate([store[c], new[c]]) for c in (key,) + columns})
 
 
+def _take_rows(store: dict, table: str, theirs: dict, wanted: set[bytes]) -> tuple[dict, set[bytes]]:
+  """`store` with the rows of another store's `table` whose digests are `wanted` appended, and those digests."""
+  key, columns = TABLES[table]
+  rows = [r for r, d in enumerate(theirs[key]) if d.tobytes() in wanted]
+  if rows:
+    store = _append(store, table, {c: theirs[c][rows] for c in (key,) + columns})
+  return store, {theirs[key][r].tobytes() for r in rows}
+
+
 def _borrow(path: str, spec: dict, store: dict, table: str, wanted: set[bytes]) -> tuple[dict, set[bytes]]:
   """Rows of `table` for the `wanted` digests from the other cache files of the same settings key in the folder
   (e.g. a user's folder made of a benchmark's images); returns the store with them appended and the digests
   found."""
-  key, columns = TABLES[table]
   key_suffix = path[path.rindex("_"):]
   folder = os.path.dirname(path)
   found = set()
@@ -161,10 +167,8 @@ def _borrow(path: str, spec: dict, store: dict, table: str, wanted: set[bytes]) 
     theirs = _read(other, spec)
     if theirs is None:
       continue
-    rows = [r for r, d in enumerate(theirs[key]) if d.tobytes() in wanted - found]
-    if rows:
-      store = _append(store, table, {c: theirs[c][rows] for c in (key,) + columns})
-      found |= {theirs[key][r].tobytes() for r in rows}
+    store, got = _take_rows(store, table, theirs, wanted - found)
+    found |= got
   return store, found
 
 

@@ -110,16 +110,22 @@ def test_images_cached_under_another_dataset_are_borrowed_not_recomputed(tmp_pat
     assert np.array_equal(again[name.replace(".png", "_good.png")], first[name])
 
 
+def _six_image_folder(tmp_path, input_size: int):
+  """The quick folder config on a 6-image synthetic folder with a cache in tmp_path: (config, dataset, its train +
+  test images)."""
+  root = write_synthetic_folders(tmp_path / "data", n_good=6, n_bad=0, size=32)
+  c = folder_config.get_config("quick")
+  c.data.root, c.cache_dir = str(root / "good"), str(tmp_path / "cache")
+  ds = readers.read(c.data, input_size)
+  return c, ds, np.concatenate([ds.train.images, ds.test.images])
+
+
 def test_training_views_are_computed_only_for_the_images_a_run_trains_on(tmp_path, backbone, monkeypatch):
   """Validation and test images get evaluation views only; a later split that trains on other images computes
   just those images' training views, and every image's training features are the ones a full computation gives
   (rows follow `train_rows`, not the cache's order)."""
-  root = write_synthetic_folders(tmp_path / "data", n_good=6, n_bad=0, size=32)
-  c = folder_config.get_config("quick")
-  c.data.root, c.cache_dir = str(root / "good"), str(tmp_path / "cache")
   bb, bparams = backbone
-  ds = readers.read(c.data, bb.input_size)
-  images = np.concatenate([ds.train.images, ds.test.images])
+  c, ds, images = _six_image_folder(tmp_path, bb.input_size)
   computed = []
   original = features_lib.extract
   monkeypatch.setattr(features_lib, "extract", lambda b, p, ims, *a, **k: (computed.append(len(ims)),
@@ -142,12 +148,8 @@ def test_training_views_are_computed_only_for_the_images_a_run_trains_on(tmp_pat
 def test_two_runs_filling_one_cache_at_once_lose_none_of_each_others_rows(tmp_path, backbone, monkeypatch):
   """Run B adds its images to the cache file while run A, which read the file before, is still computing: A's
   write keeps B's rows (it used to drop them, so B's images were computed again by the next run)."""
-  root = write_synthetic_folders(tmp_path / "data", n_good=6, n_bad=0, size=32)
-  c = folder_config.get_config("quick")
-  c.data.root, c.cache_dir = str(root / "good"), str(tmp_path / "cache")
   bb, bparams = backbone
-  ds = readers.read(c.data, bb.input_size)
-  images = np.concatenate([ds.train.images, ds.test.images])
+  c, ds, images = _six_image_folder(tmp_path, bb.input_size)
   computed, b_out, b_started = [], {}, []
   original = features_lib.extract
 

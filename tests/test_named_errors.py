@@ -149,8 +149,9 @@ def test_every_config_refuses_an_unknown_variant(name):
   path = os.path.join(REPO, "configs", f"{name}.py")
   full, quick = config_check.load_config_file(path), config_check.load_config_file(path + ":quick")
   assert quick.flow.hidden < full.flow.hidden  # ':quick' still shrinks
-  with pytest.raises(UnknownVariantError, match="unknown config variant 'quik'"):
+  with pytest.raises(UnknownVariantError, match="unknown config variant 'quik'") as refused:
     config_check.load_config_file(path + ":quik")
+  assert ("configs/<name>.py:table" in str(refused.value)) == (name == "default")  # it lists what the config takes
 
 
 # --- weights -------------------------------------------------------------------------------------------------

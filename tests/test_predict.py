@@ -16,7 +16,7 @@ import pytest
 
 from configs import folder as folder_config
 from launch import predict
-from maml_iqr import detector, feature_cache, run, saved_model
+from maml_iqr import detector, feature_cache, metrics, run, saved_model
 from maml_iqr.data import readers
 from maml_iqr.data.contamination import contaminate
 from tests.conftest import REPO
@@ -25,8 +25,9 @@ from tests.conftest import REPO
 @pytest.fixture(scope="module")
 def trained(folders, tmp_path_factory):
   """A tiny differnet run on the synthetic folders: (workdir, results, test image paths, the run's own unrounded
-  test scores). The unrounded scores are recomputed as the run computes them: the test images' evaluation
-  features from the run's feature cache, scored by `detector.score` with the final parameters."""
+  test scores, the saved detector's validation AUROC). The unrounded scores are recomputed as the run computes
+  them: the images' evaluation features from the run's feature cache, scored by `detector.score` with the final
+  parameters."""
   workdir = str(tmp_path_factory.mktemp("run"))
   c = folder_config.get_config("quick")
   c.data.root, c.data.defective_root = str(folders / "good"), str(folders / "bad")
@@ -41,13 +42,23 @@ def trained(folders, tmp_path_factory):
   feats = feature_cache.features(c, det.backbone, det.backbone_params, split.test.images, dataset.name)["eval"]
   exact = detector.score(det.flow, det.params, feats, det.score_kind)
   assert [round(float(s), 6) for s in exact] == results["test_scores"]  # the recomputation is the run's
+  val_feats = feature_cache.features(c, det.backbone, det.backbone_params, split.val.images, dataset.name)["eval"]
+  val_auroc = metrics.auroc(split.val.labels, detector.score(det.flow, det.params, val_feats, det.score_kind))
   root = os.path.commonpath([c.data.root, c.data.defective_root])
-  return workdir, results, [os.path.join(root, i) for i in split.test.ids], exact
+  return workdir, results, [os.path.join(root, i) for i in split.test.ids], exact, val_auroc
+
+
+def test_validation_auroc_is_the_saved_detectors_on_the_validation_images(trained):
+  """results.json's `validation_auroc` (what choices between runs are made on) is the final detector's AUROC on
+  the labelled validation images, not the test images' nor a refinement scorer's."""
+  _, results, _, _, val_auroc = trained
+  assert results["validation_auroc"] == val_auroc
+  assert results["validation_auroc"] != results["auroc"]  # the two sets differ here: the check can tell them apart
 
 
 @pytest.mark.parametrize("batch_images", [3, 1])
 def test_predict_reproduces_the_runs_test_scores_exactly(trained, tmp_path, batch_images):
-  workdir, results, paths, exact = trained
+  workdir, results, paths, exact, _ = trained
   out = predict.predict(os.path.join(workdir, "model"), paths, str(tmp_path), batch_images=batch_images,
                         log=lambda _: None)
   np.testing.assert_array_equal(out["scores"], exact)  # bit for bit, not to a tolerance
@@ -56,7 +67,7 @@ def test_predict_reproduces_the_runs_test_scores_exactly(trained, tmp_path, batc
 
 
 def test_scores_csv_has_decisions_at_the_saved_threshold(trained, tmp_path):
-  workdir, results, paths, _ = trained
+  workdir, results, paths, _, _ = trained
   model = os.path.join(workdir, "model")
   threshold = saved_model.read_spec(model)["threshold"]
   assert threshold == results["model"]["threshold"]
