@@ -79,6 +79,23 @@ def test_patch_scores_find_the_odd_patch_and_never_match_an_image_with_itself():
   assert set(np.argsort(subsets)[-3:]) == {4, 5, 6}
 
 
+def test_patch_contrast_compares_a_patch_with_its_own_position_and_its_own_image():
+  """Position 0 is far in every image (a variable border) and image 3 far at position 2 only: raw scores rank the
+  border, by_position image 3's lone patch. Image 4 far everywhere (an atypical texture): raw scores rank it
+  first, within_image ranks image 3's lone far patch above it."""
+  from benchmarks import patch_contrast
+  rng = np.random.default_rng(0)
+  s = rng.uniform(1.0, 1.1, (8, 9))
+  s[3, 2] += 1.5
+  bordered = s.copy()
+  bordered[:, 0] = rng.uniform(2.0, 6.0, 8)
+  z = patch_contrast.by_position(bordered)
+  assert np.unravel_index(np.argmax(bordered), s.shape)[1] == 0 and np.unravel_index(np.argmax(z), s.shape) == (3, 2)
+  s[4] += 2.0
+  v = patch_contrast.variants(s)
+  assert v["current"].argmax() == 4 and v["within_image"].argmax() == 3
+
+
 def test_iterated_removal_finds_a_small_look_alike_group_but_not_a_large_one():
   """K = 3 sees past two twins, not past four: three look-alike defects and a lone one are all removed in the first
   pass, and no good image; five look-alikes stay (only the lone one goes), and a pass that removes nothing ends it."""
