@@ -26,21 +26,15 @@ choice here has seen it) if its mean recall there over 20 / 30 / 50 % x 3 seeds 
 Reads the cached distance tables of benchmarks.patch_scores (results/cache/patch_distances_*.npz; made there when
 absent).
 """
-import os
-
 import numpy as np
 from absl import app, flags
 
-from benchmarks.patch_scores import GOOD_LOST_BUDGET, nn_patch_scores, pool_distances, top_mean
+from benchmarks.patch_scores import GOOD_LOST_BUDGET, nn_patch_scores, scorer_means, set_distances, top_mean
 from configs.sweeps import ablation
-from launch.sweep import cell_config
 from maml_iqr import patches as patches_lib
 from maml_iqr import run
-from maml_iqr.data import readers
-from maml_iqr.data.contamination import contaminate
 from maml_iqr.io import write_json
 from maml_iqr.metrics import auroc, recall_at_good_lost
-from maml_iqr.models import backbones
 
 FLAGS = flags.FLAGS
 
@@ -65,40 +59,23 @@ def variants(s: np.ndarray) -> dict[str, np.ndarray]:
 
 def main(argv):
   del argv
-  sweep = ablation.get_config(f"{FLAGS.set}/gaussian_iqr")
-  base = cell_config(sweep, dict(category=FLAGS.category or sweep.categories[0], method="gaussian_iqr", noise=0.0,
-                                 seed=0, variant="", arm="gaussian_iqr"), "")
-  backbone = backbones.get_backbone(base.backbone.name, base.backbone.weights_path or None,
-                                    tuple(base.backbone.stages))
-  dataset = readers.read(base.data, backbone.input_size, prepared_dir=f"{FLAGS.cache_dir}/tfds")
-  ids = list(dataset.train.ids) + list(dataset.test.ids)
-  d_all, _ = pool_distances(backbone, dataset, ids, os.path.join(
-      FLAGS.cache_dir, f"patch_distances_{dataset.name}_{dataset.category}.npz"))
-  row = {i: r for r, i in enumerate(ids)}
+  splits, d_all, _, row = set_distances(FLAGS.set, FLAGS.category, FLAGS.cache_dir, FLAGS.noise, FLAGS.seeds)
   runs = []
-  for noise in map(float, FLAGS.noise):
-    for seed in map(int, FLAGS.seeds):
-      split = contaminate(dataset, noise, base.noise.mode, base.noise.overlap, seed, base.noise.on_shortage,
-                          base.noise.val_fraction)
-      rows = np.asarray([row[i] for i in split.train.ids])
-      injected = run.injected_mask(split)
-      scores = variants(nn_patch_scores(d_all[rows][:, :, rows], patches_lib.K))
-      figs = {k: {"auroc": auroc(injected, v), "recall": recall_at_good_lost(injected, v, GOOD_LOST_BUDGET)}
-              for k, v in scores.items()}
-      runs.append({"noise": noise, "seed": seed, "n_train": len(rows), "n_injected": int(injected.sum()),
-                   "scorers": figs})
-      print(f"{noise:.0%} seed {seed}: " + ", ".join(f"{k} {v['auroc']:.3f} / {v['recall']:.2f}"
-                                                    for k, v in figs.items()), flush=True)
-  summary = {}
+  for (noise, seed), split in splits.items():
+    rows = np.asarray([row[i] for i in split.train.ids])
+    injected = run.injected_mask(split)
+    scores = variants(nn_patch_scores(d_all[rows][:, :, rows], patches_lib.K))
+    figs = {k: {"auroc": auroc(injected, v), "recall": recall_at_good_lost(injected, v, GOOD_LOST_BUDGET)}
+            for k, v in scores.items()}
+    runs.append({"noise": noise, "seed": seed, "n_train": len(rows), "n_injected": int(injected.sum()),
+                 "scorers": figs})
+    print(f"{noise:.0%} seed {seed}: " + ", ".join(f"{k} {v['auroc']:.3f} / {v['recall']:.2f}"
+                                                  for k, v in figs.items()), flush=True)
   print(f"\nmean over seeds: cleaning AUROC / recall at <= {GOOD_LOST_BUDGET:.0%} good lost")
-  for noise in map(float, FLAGS.noise):
-    these = [r for r in runs if r["noise"] == noise]
-    summary[f"{noise:.0%}"] = {k: {m: float(np.mean([r["scorers"][k][m] for r in these])) for m in ("auroc", "recall")}
-                               for k in these[0]["scorers"]}
-    for k, v in summary[f"{noise:.0%}"].items():
-      print(f"  {noise:>4.0%} {k:<13} {v['auroc']:.3f} / {v['recall']:.3f}")
+  summary = {f"{noise:.0%}": scorer_means([r for r in runs if r["noise"] == noise], noise)
+             for noise in map(float, FLAGS.noise)}
   if FLAGS.out:
-    write_json(FLAGS.out, {"set": FLAGS.set, "category": FLAGS.category or sweep.categories[0],
+    write_json(FLAGS.out, {"set": FLAGS.set, "category": FLAGS.category or ablation.EXPERIMENTS[FLAGS.set][1],
                            "budget": GOOD_LOST_BUDGET, "summary": summary, "runs": runs})
 
 

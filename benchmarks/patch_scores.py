@@ -160,21 +160,36 @@ def calibrated_removal(d: np.ndarray, d_val: np.ndarray, injected: np.ndarray, b
   return removal_passes(d, injected, threshold, passes)
 
 
-def main(argv):
-  del argv
-  sweep = ablation.get_config(f"{FLAGS.set}/gaussian_iqr")
-  base = cell_config(sweep, dict(category=FLAGS.category or sweep.categories[0], method="gaussian_iqr", noise=0.0, seed=0,
+def set_distances(set_name: str, category: str, cache_dir: str, noises, seeds):
+  """The benchmark's splits of an ablation set ({(noise, seed): split}), the cached distance tables over all its
+  images with their pooled patches (`pool_distances`), and each image id's row in them."""
+  sweep = ablation.get_config(f"{set_name}/gaussian_iqr")
+  base = cell_config(sweep, dict(category=category or sweep.categories[0], method="gaussian_iqr", noise=0.0, seed=0,
                                  variant="", arm="gaussian_iqr"), "")
   backbone = backbones.get_backbone(base.backbone.name, base.backbone.weights_path or None,
                                     tuple(base.backbone.stages))
-  dataset = readers.read(base.data, backbone.input_size, prepared_dir=f"{FLAGS.cache_dir}/tfds")
+  dataset = readers.read(base.data, backbone.input_size, prepared_dir=f"{cache_dir}/tfds")
   splits = {(noise, seed): contaminate(dataset, noise, base.noise.mode, base.noise.overlap, seed,
                                        base.noise.on_shortage, base.noise.val_fraction)
-            for noise in map(float, FLAGS.noise) for seed in map(int, FLAGS.seeds)}
+            for noise in map(float, noises) for seed in map(int, seeds)}
   ids = list(dataset.train.ids) + list(dataset.test.ids)  # every image a split may put in its training set
   d_all, pooled = pool_distances(backbone, dataset, ids, os.path.join(
-      FLAGS.cache_dir, f"patch_distances_{dataset.name}_{dataset.category}.npz"))
-  row = {i: r for r, i in enumerate(ids)}
+      cache_dir, f"patch_distances_{dataset.name}_{dataset.category}.npz"))
+  return splits, d_all, pooled, {i: r for r, i in enumerate(ids)}
+
+
+def scorer_means(runs: list[dict], noise: float) -> dict:
+  """Mean cleaning AUROC and recall of each scorer over the runs of one noise level, printed."""
+  means = {k: {m: float(np.mean([r["scorers"][k][m] for r in runs])) for m in ("auroc", "recall")}
+           for k in runs[0]["scorers"]}
+  for k, v in means.items():
+    print(f"  {noise:>4.0%} {k:<14} {v['auroc']:.3f} / {v['recall']:.3f}  ({len(runs)} seeds)")
+  return means
+
+
+def main(argv):
+  del argv
+  splits, d_all, pooled, row = set_distances(FLAGS.set, FLAGS.category, FLAGS.cache_dir, FLAGS.noise, FLAGS.seeds)
   runs = []
   for (noise, seed), split in splits.items():
     rows = np.asarray([row[i] for i in split.train.ids])
@@ -206,10 +221,7 @@ def main(argv):
   summary = {}
   for noise in map(float, FLAGS.noise):
     these = [r for r in runs if r["noise"] == noise]
-    summary[f"{noise:.0%}"] = {k: {m: float(np.mean([r["scorers"][k][m] for r in these])) for m in ("auroc", "recall")}
-                               for k in these[0]["scorers"]}
-    for k, v in summary[f"{noise:.0%}"].items():
-      print(f"  {noise:>4.0%} {k:<14} {v['auroc']:.3f} / {v['recall']:.3f}  ({len(these)} seeds)")
+    summary[f"{noise:.0%}"] = scorer_means(these, noise)
     for name in these[0]["iterated"]:
       last = [r["iterated"][name][-1] if r["iterated"][name] else [0.0, 0.0] for r in these]
       end = {"recall": float(np.mean([x[0] for x in last])), "good_lost": float(np.mean([x[1] for x in last]))}
