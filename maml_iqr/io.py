@@ -23,8 +23,9 @@ def is_writer() -> bool:
   return jax.process_index() == 0
 
 
-def write_atomic(path: str, data: bytes | str) -> None:
-  """Writes to a temporary file in the same folder, fsyncs it, then renames it over `path` (process 0 only)."""
+def write_atomic(path: str, data) -> None:
+  """Writes `data` (bytes, str, or a function that writes to an open binary file: no copy of a large array in
+  memory) to a temporary file in the same folder, fsyncs it, then renames it over `path` (process 0 only)."""
   if not is_writer():
     return
   folder = os.path.dirname(os.path.abspath(path))
@@ -32,7 +33,10 @@ def write_atomic(path: str, data: bytes | str) -> None:
   fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".")
   try:
     with os.fdopen(fd, "wb") as f:
-      f.write(data.encode() if isinstance(data, str) else data)
+      if callable(data):
+        data(f)
+      else:
+        f.write(data.encode() if isinstance(data, str) else data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)

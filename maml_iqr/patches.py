@@ -11,19 +11,30 @@ highest patch scores. Chosen among 14 variants on Magnetic Tile and elpv mono, c
 The distance from every patch of image i to its nearest patch of image j, `D[i, p, j]`, is computed once per run
 for the training set and for the validation images against it; a refinement iteration then only reduces D over
 the columns of the images kept (the memory), and an image never counts as its own neighbour (D[i, :, i] = inf).
+
+D is cached (`cached_tables`): one file per dataset and settings in the run's cache folder holds the patch
+features and D of every image some run used, keyed by pixel digest as the feature cache is. Another seed or
+noise level, a rerun at another k, or a run resumed after a kill computes only the pairs it has not seen.
 """
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
+import hashlib
+import json
+import os
+import re
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maml_iqr import feature_cache
 from maml_iqr import features as features_lib
 from maml_iqr.common import log
+from maml_iqr.io import write_atomic
 from maml_iqr.models import efficientnet_lite as enet
 from maml_iqr.workdir import raise_if_stopped
 
@@ -80,43 +91,154 @@ def _tile(queries, memory, i0, j0, tile: int):
   return dist(d2.min(-1)), jnp.moveaxis(dist(d2.min(1)), 0, -1)
 
 
-def nearest_patch_distances(queries: np.ndarray, memory: np.ndarray | None, label: str,
-                            tile: int = 16) -> np.ndarray:
-  """(Q, P, C) queries against (N, P, C) memory images -> (Q, P, N) float32: D[i, p, j], patch p of query i to its
-  nearest patch of memory image j. `memory=None`: the queries against themselves, where one matrix of patch
-  distances gives both D[i, :, j] and D[j, :, i], so only half the image pairs are computed. Fixed tile shapes
-  (the arrays padded), so one compile serves a run."""
+def _pairs(queries: np.ndarray, memory: np.ndarray | None, label: str,
+           tile: int = 16) -> tuple[np.ndarray, np.ndarray | None]:
+  """(Q, P, C) queries and (N, P, C) memory images -> (D[query i, p, memory j] (Q, P, N), D[memory j, q, query i]
+  (N, P, Q)), both from one matrix of patch distances per image pair. `memory=None`: the queries against
+  themselves, where that matrix gives D[i, :, j] and D[j, :, i], so only half the image pairs are computed (and
+  the second table is the first). Fixed tile shapes (the arrays padded), so one compile serves a run."""
   same = memory is None
   memory = queries if same else memory
   pad = lambda a: jnp.asarray(np.concatenate([a, np.zeros((-len(a) % tile,) + a.shape[1:], a.dtype)]))
-  q_dev, m_dev = pad(queries), (None if same else pad(memory))
-  m_dev = q_dev if same else m_dev
+  q_dev = pad(queries)
+  m_dev = q_dev if same else pad(memory)
   nq, nm = len(queries), len(memory)
   out = np.empty((q_dev.shape[0], queries.shape[1], m_dev.shape[0]), np.float32)
+  back = None if same else np.empty((m_dev.shape[0], queries.shape[1], q_dev.shape[0]), np.float32)
   blocks = [(i, j) for i in range(0, len(q_dev), tile) for j in range(i if same else 0, len(m_dev), tile)]
   start = last = time.time()
   for n_done, (i, j) in enumerate(blocks, 1):
     raise_if_stopped()
     rows, cols = _tile(q_dev, m_dev, i, j, tile)
     out[i:i + tile, :, j:j + tile] = np.asarray(rows)
-    if same and j != i:
+    if not same:
+      back[j:j + tile, :, i:i + tile] = np.asarray(cols)
+    elif j != i:
       out[j:j + tile, :, i:i + tile] = np.asarray(cols)
     if time.time() - last > 30:
       last = time.time()
       log(f"patch distances {label}: {n_done}/{len(blocks)} blocks, "
           f"{(last - start) / n_done * (len(blocks) - n_done):.0f} s left")
-  return out[:nq, :, :nm]
+  return out[:nq, :, :nm], (None if same else back[:nm, :, :nq])
+
+
+def nearest_patch_distances(queries: np.ndarray, memory: np.ndarray | None, label: str,
+                            tile: int = 16) -> np.ndarray:
+  """(Q, P, C) queries against (N, P, C) memory images -> (Q, P, N) float32: D[i, p, j], patch p of query i to its
+  nearest patch of memory image j (`memory=None`: the queries against themselves, half the pairs computed)."""
+  return _pairs(queries, memory, label, tile)[0]
+
+
+def table_problem_or_raise(n_train: int, n_val: int) -> None:
+  problem = table_problem(n_train, n_val)
+  if problem:  # config_check.check_feasible refuses such a run before any backbone runs
+    raise MemoryError(problem)
+
+
+def _grow(feats: np.ndarray, dist: np.ndarray, new: np.ndarray) -> np.ndarray:
+  """D (n, P, n) of n images with features `feats` (n, P, C) -> D of those and `new` (m, P, C) images, (n + m, P,
+  n + m): only the pairs with a new image computed."""
+  n, m = len(feats), len(new)
+  out = np.empty((n + m, new.shape[1], n + m), np.float32)
+  out[:n, :, :n] = dist
+  if n:
+    out[n:, :, :n], out[:n, :, n:] = _pairs(new, feats, "new images against cached ones")
+  out[n:, :, n:] = nearest_patch_distances(new, None, "new images")
+  return out
+
+
+def _split_tables(dist: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray) -> dict[str, np.ndarray]:
+  """D over some images -> the scorer inputs {'train_patch_d' (N, P, N) with D[i, :, i] = inf, 'val_patch_d'
+  (M, P, N)} of the training and validation images at those rows."""
+  train_d = dist[train_rows][:, :, train_rows]
+  train_d[np.arange(len(train_rows)), :, np.arange(len(train_rows))] = np.inf  # never its own neighbour
+  return {"train_patch_d": train_d, "val_patch_d": dist[val_rows][:, :, train_rows]}
 
 
 def distance_tables(train: np.ndarray, val: np.ndarray) -> dict[str, np.ndarray]:
   """Patch features (N, P, C) of the training and (M, P, C) of the validation images -> the scorer inputs
-  {'train_patch_d' (N, P, N) with D[i, :, i] = inf, 'val_patch_d' (M, P, N)}."""
-  problem = table_problem(len(train), len(val))
-  if problem:  # config_check.check_feasible refuses such a run before any backbone runs
-    raise MemoryError(problem)
-  d = nearest_patch_distances(train, None, "training images")
-  d[np.arange(len(d)), :, np.arange(len(d))] = np.inf  # an image is never its own neighbour
-  return {"train_patch_d": d, "val_patch_d": nearest_patch_distances(val, train, "validation images")}
+  (`_split_tables`), computed without a cache."""
+  table_problem_or_raise(len(train), len(val))
+  dist = _grow(train[:0], np.zeros((0, train.shape[1], 0), np.float32), np.concatenate([train, val]))
+  return _split_tables(dist, np.arange(len(train)), np.arange(len(train), len(train) + len(val)))
+
+
+FORMAT = 1  # bump when the patch recipe or the table layout changes: older files are then not read
+
+
+def cache_settings(config, backbone) -> dict:
+  """Everything a cached patch feature or distance depends on besides the image itself."""
+  b = config.backbone
+  return {"format": FORMAT, "backbone": b.name, "weights": feature_cache.weights_identity(b.name, b.weights_path),
+          "dtype": b.dtype, "input_size": backbone.input_size, "stages": list(STAGE_BLOCKS), "grid": GRID,
+          "local_mean": 3}
+
+
+def cache_path(cache_dir: str, name: str, spec: dict) -> str:
+  """One file per dataset and category (`name`): a table grows with the square of the images it holds."""
+  key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+  return os.path.join(cache_dir, f"patch_distances_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}_{key}.npz")
+
+
+def _read_cache(path: str, spec: dict) -> dict | None:
+  if not os.path.exists(path):
+    return None
+  try:
+    with np.load(path) as f:
+      store = {k: f[k] for k in ("settings", "digests", "feats", "dist")}
+    stored = json.loads(str(store.pop("settings")))
+    if stored != spec:
+      raise ValueError(f"its settings {stored} are not this run's {spec}")
+    n = len(store["digests"])
+    if store["feats"].shape != (n, GRID * GRID, PATCH_DIM) or store["dist"].shape != (n, GRID * GRID, n):
+      raise ValueError(f"its arrays {[a.shape for a in store.values()]} do not fit {n} images")
+    return store
+  except Exception as e:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
+    log(f"WARNING: patch distance cache {path} is unusable ({type(e).__name__}: {e}); recomputing it")
+    return None
+
+
+def cached_tables(config, backbone, bparams, train_images: np.ndarray, val_images: np.ndarray,
+                  name: str) -> dict[str, np.ndarray]:
+  """`distance_tables` of the training and validation images, read from the cache where their pixels match and
+  computed (and added to it) where not. The cache is locked for the whole call: a second run of a sweep waits,
+  then reuses what the first computed instead of computing it too. When the cache would outgrow the table bound
+  (`MAX_TABLE_BYTES`), it starts again from this run's images."""
+  table_problem_or_raise(len(train_images), len(val_images))
+  spec = cache_settings(config, backbone)
+  path = cache_path(config.cache_dir, name, spec)
+  images = np.concatenate([train_images, val_images])
+  digests = [feature_cache.image_digest(im) for im in images]
+  os.makedirs(config.cache_dir, exist_ok=True)
+  with open(path + ".lock", "a") as lock:
+    waited = time.time()
+    fcntl.flock(lock, fcntl.LOCK_EX)  # every process of a run waits: they all read the same tables
+    if time.time() - waited > 1:
+      log(f"patch distance cache {path}: waited {time.time() - waited:.0f} s for another run to finish with it")
+    store = _read_cache(path, spec) or {"digests": np.zeros((0, 20), np.uint8),
+                                        "feats": np.zeros((0, GRID * GRID, PATCH_DIM), np.float32),
+                                        "dist": np.zeros((0, GRID * GRID, 0), np.float32)}
+    row = {d.tobytes(): r for r, d in enumerate(store["digests"])}
+    missing = list(dict.fromkeys(d for d in digests if d not in row))  # a duplicate image computed once
+    if not missing:
+      log(f"patch distances from cache {path} ({len(images)} images)")
+    else:
+      if 4 * GRID * GRID * (len(row) + len(missing)) ** 2 > MAX_TABLE_BYTES:
+        log(f"patch distance cache {path}: {len(row)} cached and {len(missing)} new images would exceed "
+            f"{MAX_TABLE_BYTES / 2**30:.0f} GiB; starting it again from this run's images")
+        keep = np.asarray(sorted({row[d] for d in digests if d in row}), np.int64)
+        store = {"digests": store["digests"][keep], "feats": store["feats"][keep],
+                 "dist": store["dist"][keep][:, :, keep]}
+      log(f"patch features and distances: {len(missing)} of {len(images)} images not in the cache; computing them")
+      where = {d: i for i, d in enumerate(digests)}
+      new = extract(backbone, bparams, images[np.asarray([where[d] for d in missing])], spec["dtype"])
+      store = {"digests": np.concatenate([store["digests"],
+                                          np.frombuffer(b"".join(missing), np.uint8).reshape(-1, 20)]),
+               "feats": np.concatenate([store["feats"], new]), "dist": _grow(store["feats"], store["dist"], new)}
+      write_atomic(path, lambda f: np.savez(f, settings=np.asarray(json.dumps(spec, sort_keys=True)), **store))
+  row = {d.tobytes(): r for r, d in enumerate(store["digests"])}
+  rows = np.asarray([row[d] for d in digests], np.int64)
+  return _split_tables(store["dist"], rows[:len(train_images)], rows[len(train_images):])
 
 
 def image_scores(d: np.ndarray, k: int = K, top: int = TOP) -> np.ndarray:

@@ -163,8 +163,8 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   if config.method == "patch_iqr":  # its scorers read patch distance tables, computed once for the run
     t = time.time()
     log(f"patch features and distances of {len(split.train)} training and {len(split.val)} validation images")
-    feats.update(patches.distance_tables(*(patches.extract(backbone, bparams, s.images, config.backbone.dtype)
-                                           for s in (split.train, split.val))))
+    feats.update(patches.cached_tables(config, backbone, bparams, split.train.images, split.val.images,
+                                       f"{dataset.name}_{dataset.category}"))
     timings["patch_distances_s"] = round(time.time() - t, 2)
   flow = detector.make_flow(config, backbone.feature_dim)
   feats = dict(feats, train=jnp.asarray(feats["train"]))

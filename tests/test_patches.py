@@ -49,6 +49,54 @@ def test_an_image_is_never_its_own_neighbour_and_removed_images_leave_the_memory
   assert s[0] > 20 * np.median(s)
 
 
+def _cache_run(monkeypatch, cache_dir, images, train, val, computed):
+  """cached_tables on images[train] / images[val], with patch features a fixed function of the pixels (the
+  backbone is not under test); `computed` collects how many images each call had to featurise."""
+  def features_of(backbone, bparams, ims, dtype):
+    computed.append(len(ims))
+    shape = (patches.GRID ** 2, patches.PATCH_DIM)
+    return np.stack([np.resize(im.astype(np.float32).ravel() / 255, shape) for im in ims]).reshape(-1, *shape)
+  monkeypatch.setattr(patches, "extract", features_of)
+  c = folder_config.get_config("quick")
+  c.cache_dir, c.backbone.name, c.backbone.weights_path = str(cache_dir), "alexnet", "random"
+  backbone = type("Backbone", (), {"input_size": 8})()
+  tables = patches.cached_tables(c, backbone, None, images[train], images[val], "toy")
+  fresh = patches.distance_tables(features_of(None, None, images[train], None),
+                                  features_of(None, None, images[val], None))
+  computed.pop()
+  computed.pop()
+  for key in ("train_patch_d", "val_patch_d"):
+    np.testing.assert_allclose(tables[key], fresh[key], rtol=1e-5, atol=1e-5)
+  return tables
+
+
+def test_patch_distance_cache_computes_only_unseen_pixels_and_never_serves_stale_rows(tmp_path, monkeypatch, caplog):
+  """A second run (another split of the same images) featurises only the images the cache has not seen, and its
+  tables equal a computation from scratch; an image changed under the same position is recomputed, a damaged
+  file is recomputed with a warning, and other settings use another file."""
+  caplog.set_level("INFO")
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 255, size=(14, 8, 8, 3), dtype=np.uint8)
+  computed = []
+  _cache_run(monkeypatch, tmp_path, images, np.arange(8), np.arange(8, 10), computed)
+  assert computed == [10]
+  _cache_run(monkeypatch, tmp_path, images, np.r_[2:12], np.array([0, 13]), computed)  # 10, 11, 13 are new
+  assert computed == [10, 3]
+  _cache_run(monkeypatch, tmp_path, images, np.r_[0:8], np.r_[8:10], computed)  # all cached
+  assert computed == [10, 3] and "patch distances from cache" in caplog.text
+  changed = images.copy()
+  changed[4, 0, 0] ^= 1  # one pixel of image 4: its digest, not its position, decides
+  _cache_run(monkeypatch, tmp_path, changed, np.r_[0:8], np.r_[8:10], computed)
+  assert computed == [10, 3, 1]
+  (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".npz"]
+  path.write_bytes(b"not a table")
+  _cache_run(monkeypatch, tmp_path, images, np.r_[0:8], np.r_[8:10], computed)
+  assert computed == [10, 3, 1, 10] and "patch distance cache" in caplog.text and "unusable" in caplog.text
+  monkeypatch.setattr(patches, "FORMAT", patches.FORMAT + 1)  # another recipe: another file, nothing reused
+  _cache_run(monkeypatch, tmp_path, images, np.r_[0:8], np.r_[8:10], computed)
+  assert computed == [10, 3, 1, 10, 10] and len([p for p in tmp_path.iterdir() if p.suffix == ".npz"]) == 2
+
+
 def test_patch_iqr_refuses_folds_and_other_backbones(folders):
   c = folder_config.get_config("quick")
   c.data.root = str(folders / "good")
