@@ -23,8 +23,8 @@ choice here has seen it) if its mean recall there over 20 / 30 / 50 % x 3 seeds 
   python -m benchmarks.patch_contrast --set=elpv --out=results/benchmarks/patch_contrast_elpv.json
   python -m benchmarks.patch_contrast --set=elpv --category=poly --out=results/benchmarks/patch_contrast_elpv_poly.json
 
-Reads the cached distance tables of benchmarks.patch_scores (results/cache/patch_distances_*.npz; made there when
-absent).
+Reads the distance tables over all the set's images from the runs' patch distance cache (`--cache_dir`,
+maml_iqr/patches.py), computing the pairs it does not hold.
 """
 import numpy as np
 from absl import app, flags

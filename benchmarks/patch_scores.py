@@ -54,7 +54,6 @@ recall at <= 5 % good lost over 20 / 30 / 50 % x 3 seeds is at least 0.05 above 
 the same splits (`benchmarks.cleaning_scorers --config=configs/elpv.py --config.data.category=poly`,
 gauss_mean_view).
 """
-import os
 
 import numpy as np
 from absl import app, flags
@@ -75,29 +74,11 @@ GOOD_LOST_BUDGET = 0.05  # issue 13: at most 5 % of the good images lost
 CHOSEN_K, CHOSEN_TOP = patches_lib.K, patches_lib.TOP  # nn_kth_3_top5: the best variant on Magnetic Tile, elpv mono
 IQR_KS = (0.5, 0.75, 1.0, 1.5)  # the iterated rule's k: 1.5 is the project's default
 ITERATIONS = 5
-# what a cached table holds
-RECIPE = f"stride8+stride16, 3x3 local mean, {patches_lib.GRID}x{patches_lib.GRID} grid, one unrotated view"
 
 
 def patch_distances(patches: np.ndarray) -> np.ndarray:
   """(N, P, C) -> (N, P, N) float32: distance from each patch of image i to the nearest patch of image j."""
   return patches_lib.nearest_patch_distances(patches, None, "all images")
-
-
-def pool_distances(backbone, dataset, ids: list, path: str) -> tuple[np.ndarray, np.ndarray]:
-  """(D, pooled patches) over the images `ids`, from the cache when it was made for the same images and recipe."""
-  if os.path.exists(path):
-    with np.load(path, allow_pickle=False) as f:
-      if list(f["ids"]) != list(ids) or str(f["recipe"]) != RECIPE:
-        raise ValueError(f"{path}: made for other images or patch features than {dataset.name}'s now ({RECIPE}); "
-                         "delete it to recompute")
-      return f["distances"], f["pooled"]
-  images = {i: im for s in (dataset.train, dataset.test) for i, im in zip(s.ids, s.images)}
-  patches = patches_lib.extract(backbone, backbone.load(), np.stack([images[i] for i in ids]))
-  distances, pooled = patch_distances(patches), patches.mean(1)
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  np.savez(path, ids=np.asarray(ids), recipe=RECIPE, distances=distances, pooled=pooled)
-  return distances, pooled
 
 
 def nn_patch_scores(d: np.ndarray, k: int) -> np.ndarray:
@@ -161,8 +142,8 @@ def calibrated_removal(d: np.ndarray, d_val: np.ndarray, injected: np.ndarray, b
 
 
 def set_distances(set_name: str, category: str, cache_dir: str, noises, seeds):
-  """The benchmark's splits of an ablation set ({(noise, seed): split}), the cached distance tables over all its
-  images with their pooled patches (`pool_distances`), and each image id's row in them."""
+  """The benchmark's splits of an ablation set ({(noise, seed): split}), the distance tables over all its images
+  with their pooled patches (from the runs' cache), and each image id's row in them."""
   sweep = ablation.get_config(f"{set_name}/gaussian_iqr")
   base = cell_config(sweep, dict(category=category or sweep.categories[0], method="gaussian_iqr", noise=0.0, seed=0,
                                  variant="", arm="gaussian_iqr"), "")
@@ -173,9 +154,11 @@ def set_distances(set_name: str, category: str, cache_dir: str, noises, seeds):
                                        base.noise.on_shortage, base.noise.val_fraction)
             for noise in map(float, noises) for seed in map(int, seeds)}
   ids = list(dataset.train.ids) + list(dataset.test.ids)  # every image a split may put in its training set
-  d_all, pooled = pool_distances(backbone, dataset, ids, os.path.join(
-      cache_dir, f"patch_distances_{dataset.name}_{dataset.category}.npz"))
-  return splits, d_all, pooled, {i: r for r, i in enumerate(ids)}
+  base.cache_dir = cache_dir  # the runs' patch distance cache (maml_iqr/patches.py): pairs a run saw are reused
+  d_all, patches = patches_lib.cached_distances(base, backbone, backbone.load(),
+                                                np.concatenate([dataset.train.images, dataset.test.images]),
+                                                f"{dataset.name}_{dataset.category}")
+  return splits, d_all, patches.mean(1), {i: r for r, i in enumerate(ids)}
 
 
 def scorer_means(runs: list[dict], noise: float) -> dict:

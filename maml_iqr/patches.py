@@ -198,16 +198,13 @@ def _read_cache(path: str, spec: dict) -> dict | None:
     return None
 
 
-def cached_tables(config, backbone, bparams, train_images: np.ndarray, val_images: np.ndarray,
-                  name: str) -> dict[str, np.ndarray]:
-  """`distance_tables` of the training and validation images, read from the cache where their pixels match and
-  computed (and added to it) where not. The cache is locked for the whole call: a second run of a sweep waits,
-  then reuses what the first computed instead of computing it too. When the cache would outgrow the table bound
-  (`MAX_TABLE_BYTES`), it starts again from this run's images."""
-  table_problem_or_raise(len(train_images), len(val_images))
+def cached_distances(config, backbone, bparams, images: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+  """(D (n, P, n), patch features (n, P, C)) of `images`, rows and columns in their order, read from the cache in
+  `config.cache_dir` where their pixels match and computed (and added to it) where not. The cache is locked for
+  the whole call: a second run of a sweep waits, then reuses what the first computed instead of computing it too.
+  When the cache would outgrow `MAX_TABLE_BYTES`, it starts again from these images."""
   spec = cache_settings(config, backbone)
   path = cache_path(config.cache_dir, name, spec)
-  images = np.concatenate([train_images, val_images])
   digests = [feature_cache.image_digest(im) for im in images]
   os.makedirs(config.cache_dir, exist_ok=True)
   with open(path + ".lock", "a") as lock:
@@ -238,7 +235,16 @@ def cached_tables(config, backbone, bparams, train_images: np.ndarray, val_image
       write_atomic(path, lambda f: np.savez(f, settings=np.asarray(json.dumps(spec, sort_keys=True)), **store))
   row = {d.tobytes(): r for r, d in enumerate(store["digests"])}
   rows = np.asarray([row[d] for d in digests], np.int64)
-  return _split_tables(store["dist"], rows[:len(train_images)], rows[len(train_images):])
+  return store["dist"][rows][:, :, rows], store["feats"][rows]
+
+
+def cached_tables(config, backbone, bparams, train_images: np.ndarray, val_images: np.ndarray,
+                  name: str) -> dict[str, np.ndarray]:
+  """`distance_tables` of the training and validation images through the cache (`cached_distances`)."""
+  table_problem_or_raise(len(train_images), len(val_images))
+  dist, _ = cached_distances(config, backbone, bparams, np.concatenate([train_images, val_images]), name)
+  n = len(train_images)
+  return _split_tables(dist, np.arange(n), np.arange(n, len(dist)))
 
 
 def image_scores(d: np.ndarray, k: int = K, top: int = TOP) -> np.ndarray:
