@@ -12,7 +12,7 @@ The distance from every patch of image i to its nearest patch of image j, `D[i, 
 for the training set and for the validation images against it; a refinement iteration then only reduces D over
 the columns of the images kept (the memory), and an image never counts as its own neighbour (D[i, :, i] = inf).
 
-D is cached (`cached_tables`): one file per dataset and settings in the run's cache folder holds the patch
+D is cached (`cached_distances`): one file per dataset, category and settings in the run's cache folder holds the patch
 features and D of every image some run used, keyed by pixel digest as the feature cache is. Another seed or
 noise level, a rerun at another k, or a run resumed after a kill computes only the pairs it has not seen.
 """

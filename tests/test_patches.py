@@ -49,22 +49,22 @@ def test_an_image_is_never_its_own_neighbour_and_removed_images_leave_the_memory
   assert s[0] > 20 * np.median(s)
 
 
+def _pixel_patches(ims):
+  """Patch features as a fixed function of each image's own pixels (the backbone is not under test)."""
+  shape = (patches.GRID ** 2, patches.PATCH_DIM)
+  return np.stack([np.resize(im.astype(np.float32).ravel() / 255, shape) for im in ims]).reshape(-1, *shape)
+
+
 def _cache_run(monkeypatch, cache_dir, images, train, val, computed):
-  """cached_tables on images[train] / images[val], with patch features a fixed function of the pixels (the
-  backbone is not under test); `computed` collects how many images each call had to featurise."""
-  def features_of(backbone, bparams, ims, dtype):
-    computed.append(len(ims))
-    shape = (patches.GRID ** 2, patches.PATCH_DIM)
-    return np.stack([np.resize(im.astype(np.float32).ravel() / 255, shape) for im in ims]).reshape(-1, *shape)
-  monkeypatch.setattr(patches, "extract", features_of)
+  """cached_tables on images[train] / images[val]; `computed` collects how many images each call featurised. The
+  tables must equal a computation from scratch."""
+  monkeypatch.setattr(patches, "extract", lambda backbone, bparams, ims, dtype: computed.append(len(ims)) or
+                      _pixel_patches(ims))
   c = folder_config.get_config("quick")
   c.cache_dir, c.backbone.name, c.backbone.weights_path = str(cache_dir), "alexnet", "random"
   backbone = type("Backbone", (), {"input_size": 8})()
   tables = patches.cached_tables(c, backbone, None, images[train], images[val], "toy")
-  fresh = patches.distance_tables(features_of(None, None, images[train], None),
-                                  features_of(None, None, images[val], None))
-  computed.pop()
-  computed.pop()
+  fresh = patches.distance_tables(_pixel_patches(images[train]), _pixel_patches(images[val]))
   for key in ("train_patch_d", "val_patch_d"):
     np.testing.assert_allclose(tables[key], fresh[key], rtol=1e-5, atol=1e-5)
   return tables
