@@ -141,7 +141,8 @@ def calibrated_removal(d: np.ndarray, d_val: np.ndarray, injected: np.ndarray, b
   return removal_passes(d, injected, threshold, passes)
 
 
-def set_distances(set_name: str, category: str, cache_dir: str, noises, seeds):
+def set_distances(set_name: str, category: str, cache_dir: str, noises, seeds,
+                  recipe: patches_lib.Recipe = patches_lib.RECIPE):
   """The benchmark's splits of an ablation set ({(noise, seed): split}), the distance tables over all its images
   with their pooled patches (from the runs' cache), and each image id's row in them."""
   sweep = ablation.get_config(f"{set_name}/gaussian_iqr")
@@ -157,7 +158,7 @@ def set_distances(set_name: str, category: str, cache_dir: str, noises, seeds):
   base.cache_dir = cache_dir  # the runs' patch distance cache (maml_iqr/patches.py): pairs a run saw are reused
   d_all, patches = patches_lib.cached_distances(base, backbone, backbone.load(),
                                                 np.concatenate([dataset.train.images, dataset.test.images]),
-                                                f"{dataset.name}_{dataset.category}")
+                                                f"{dataset.name}_{dataset.category}", recipe)
   return splits, d_all, patches.mean(1), {i: r for r, i in enumerate(ids)}
 
 

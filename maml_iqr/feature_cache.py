@@ -75,9 +75,13 @@ def settings(config, backbone) -> dict:
           "n_eval_views": config.score.n_views, "eval_view_offset": config.score.view_offset}
 
 
+def settings_key(spec: dict) -> str:
+  """16 hex digits naming a cache file's settings: other settings, another file."""
+  return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def cache_path(cache_dir: str, dataset_name: str, spec: dict) -> str:
-  key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-  return os.path.join(cache_dir, f"features_{dataset_name}_{key}.npz")
+  return os.path.join(cache_dir, f"features_{dataset_name}_{settings_key(spec)}.npz")
 
 
 def view_params(spec: dict, digests: list[bytes]) -> np.ndarray:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import functools
-import hashlib
 import json
 import os
 import re
@@ -38,42 +37,71 @@ from maml_iqr.io import write_atomic
 from maml_iqr.models import efficientnet_lite as enet
 from maml_iqr.workdir import raise_if_stopped
 
-GRID = 14
-STAGE_BLOCKS = ("block4", "block10")  # stride8, stride16
-PATCH_DIM = enet.stage_dim("stride8") + enet.stage_dim("stride16")
 K, TOP = 3, 5
 MAX_TABLE_BYTES = 8 << 30  # the distance tables live in host memory: refuse what does not fit a small host
 
 
-def table_problem(n_train: int, n_val: int) -> str:
-  """Why the run's distance tables (N x 196 x (N + M) float32) would not fit in host memory, or ''."""
-  need = 4 * GRID * GRID * n_train * (n_train + n_val)
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """How an image becomes patches: each backbone stage map averaged over `local` x `local` neighbourhoods
+  (PatchCore's local aggregation; 1: none), then brought to a `grid` x `grid` grid by `pool` ('mean' or 'max')
+  where it is finer and repeated where it is coarser; the stages' channels concatenated."""
+  stages: tuple[str, ...] = ("block4", "block10")  # stride 8, stride 16
+  grid: int = 14
+  local: int = 3
+  pool: str = "mean"
+
+  @property
+  def patches(self) -> int:
+    return self.grid * self.grid
+
+  @property
+  def dim(self) -> int:
+    return sum(enet.stage_dim(s) for s in self.stages)
+
+
+RECIPE = Recipe()  # chosen in benchmarks/patch_scores.py; candidates measured in benchmarks/patch_recipes.py
+
+
+def table_problem(n_train: int, n_val: int, recipe: Recipe = RECIPE) -> str:
+  """Why the run's distance tables (N x patches x (N + M) float32) would not fit in host memory, or ''."""
+  need = 4 * recipe.patches * n_train * (n_train + n_val)
   if need <= MAX_TABLE_BYTES:
     return ""
   return (f"method=patch_iqr: {n_train} training and {n_val} validation images need {need / 2**30:.1f} GiB of patch "
           f"distance tables (at most {MAX_TABLE_BYTES / 2**30:.0f} GiB); clean at most about "
-          f"{int(np.sqrt(MAX_TABLE_BYTES / (4 * GRID * GRID)))} images at a time, or use method=gaussian_iqr")
+          f"{int(np.sqrt(MAX_TABLE_BYTES / (4 * recipe.patches)))} images at a time, or use method=gaussian_iqr")
 
 
-def _local_mean(m):
-  return jax.lax.reduce_window(m, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 1, 1, 1), "SAME") / 9.0
+def _to_grid(m, recipe: Recipe):
+  """(B, h, w, C) stage map -> (B, grid, grid, C)."""
+  if recipe.local > 1:
+    m = jax.lax.reduce_window(m, 0.0, jax.lax.add, (1, recipe.local, recipe.local, 1), (1, 1, 1, 1),
+                              "SAME") / recipe.local ** 2
+  b, h, w, c = m.shape
+  g = recipe.grid
+  if h % g == 0 and w % g == 0:
+    m = m.reshape(b, g, h // g, g, w // g, c)
+    return m.mean((2, 4)) if recipe.pool == "mean" else m.max((2, 4))
+  if g % h == 0 and g % w == 0:
+    return jnp.repeat(jnp.repeat(m, g // h, 1), g // w, 2)
+  raise ValueError(f"patch recipe: a {h}x{w} stage map does not divide into or repeat onto a {g}x{g} grid")
 
 
-def patch_features(params, images):
-  """(B, H, W, 3) -> (B, 196 * 152): stride-8 and stride-16 maps on the 14x14 grid, locally averaged."""
-  maps = enet._stage_maps(params, images, set(STAGE_BLOCKS))
-  s8 = _local_mean(maps[STAGE_BLOCKS[0]])
-  b, h, w, c = s8.shape
-  s8 = s8.reshape(b, GRID, h // GRID, GRID, w // GRID, c).mean((2, 4))
-  return jnp.concatenate([s8, _local_mean(maps[STAGE_BLOCKS[1]])], -1).reshape(b, -1)
+def patch_features(params, images, recipe: Recipe = RECIPE):
+  """(B, H, W, 3) -> (B, patches * dim): the recipe's stage maps on its grid."""
+  maps = enet._stage_maps(params, images, set(recipe.stages))
+  grids = [_to_grid(maps[s], recipe) for s in recipe.stages]
+  return jnp.concatenate(grids, -1).reshape(len(images), -1)
 
 
-def extract(backbone, bparams, images: np.ndarray, dtype: str = "float32") -> np.ndarray:
-  """(N, S, S, 3) uint8 -> (N, 196, 152) patch features of each image's unrotated view."""
-  patchy = dataclasses.replace(backbone, feature_dim=GRID * GRID * PATCH_DIM, features=patch_features)
+def extract(backbone, bparams, images: np.ndarray, dtype: str = "float32", recipe: Recipe = RECIPE) -> np.ndarray:
+  """(N, S, S, 3) uint8 -> (N, patches, dim) patch features of each image's unrotated view."""
+  patchy = dataclasses.replace(backbone, feature_dim=recipe.patches * recipe.dim,
+                               features=functools.partial(patch_features, recipe=recipe))
   views = features_lib.fixed_view_params(len(images), 1, 0.0)
   feats = features_lib.extract(patchy, bparams, images, views, label="patches", dtype=dtype)
-  return feats[:, 0].reshape(len(images), GRID * GRID, PATCH_DIM)
+  return feats[:, 0].reshape(len(images), recipe.patches, recipe.dim)
 
 
 @functools.partial(jax.jit, static_argnames="tile")
@@ -129,8 +157,8 @@ def nearest_patch_distances(queries: np.ndarray, memory: np.ndarray | None, labe
   return _pairs(queries, memory, label, tile)[0]
 
 
-def table_problem_or_raise(n_train: int, n_val: int) -> None:
-  problem = table_problem(n_train, n_val)
+def table_problem_or_raise(n_train: int, n_val: int, recipe: Recipe = RECIPE) -> None:
+  problem = table_problem(n_train, n_val, recipe)
   if problem:  # config_check.check_feasible refuses such a run before any backbone runs
     raise MemoryError(problem)
 
@@ -147,12 +175,12 @@ def _grow(feats: np.ndarray, dist: np.ndarray, new: np.ndarray) -> np.ndarray:
   return out
 
 
-def _split_tables(dist: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray) -> dict[str, np.ndarray]:
-  """D over some images -> the scorer inputs {'train_patch_d' (N, P, N) with D[i, :, i] = inf, 'val_patch_d'
-  (M, P, N)} of the training and validation images at those rows."""
-  train_d = dist[train_rows][:, :, train_rows]
-  train_d[np.arange(len(train_rows)), :, np.arange(len(train_rows))] = np.inf  # never its own neighbour
-  return {"train_patch_d": train_d, "val_patch_d": dist[val_rows][:, :, train_rows]}
+def _split_tables(dist: np.ndarray, n_train: int) -> dict[str, np.ndarray]:
+  """D over the training then the validation images -> the scorer inputs {'train_patch_d' (N, P, N) with
+  D[i, :, i] = inf, 'val_patch_d' (M, P, N)}: views of `dist`, whose diagonal is overwritten."""
+  train_d = dist[:n_train, :, :n_train]
+  train_d[np.arange(n_train), :, np.arange(n_train)] = np.inf  # never its own neighbour
+  return {"train_patch_d": train_d, "val_patch_d": dist[n_train:, :, :n_train]}
 
 
 def distance_tables(train: np.ndarray, val: np.ndarray) -> dict[str, np.ndarray]:
@@ -160,27 +188,27 @@ def distance_tables(train: np.ndarray, val: np.ndarray) -> dict[str, np.ndarray]
   (`_split_tables`), computed without a cache."""
   table_problem_or_raise(len(train), len(val))
   dist = _grow(train[:0], np.zeros((0, train.shape[1], 0), np.float32), np.concatenate([train, val]))
-  return _split_tables(dist, np.arange(len(train)), np.arange(len(train), len(train) + len(val)))
+  return _split_tables(dist, len(train))
 
 
 FORMAT = 1  # bump when the patch recipe or the table layout changes: older files are then not read
 
 
-def cache_settings(config, backbone) -> dict:
+def cache_settings(config, backbone, recipe: Recipe = RECIPE) -> dict:
   """Everything a cached patch feature or distance depends on besides the image itself."""
   b = config.backbone
   return {"format": FORMAT, "backbone": b.name, "weights": feature_cache.weights_identity(b.name, b.weights_path),
-          "dtype": b.dtype, "input_size": backbone.input_size, "stages": list(STAGE_BLOCKS), "grid": GRID,
-          "local_mean": 3}
+          "dtype": b.dtype, "input_size": backbone.input_size, "stages": list(recipe.stages), "grid": recipe.grid,
+          "local_mean": recipe.local, "pool": recipe.pool}
 
 
 def cache_path(cache_dir: str, name: str, spec: dict) -> str:
   """One file per dataset and category (`name`): a table grows with the square of the images it holds."""
-  key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-  return os.path.join(cache_dir, f"patch_distances_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}_{key}.npz")
+  name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+  return os.path.join(cache_dir, f"patch_distances_{name}_{feature_cache.settings_key(spec)}.npz")
 
 
-def _read_cache(path: str, spec: dict) -> dict | None:
+def _read_cache(path: str, spec: dict, recipe: Recipe) -> dict | None:
   if not os.path.exists(path):
     return None
   try:
@@ -190,7 +218,7 @@ def _read_cache(path: str, spec: dict) -> dict | None:
     if stored != spec:
       raise ValueError(f"its settings {stored} are not this run's {spec}")
     n = len(store["digests"])
-    if store["feats"].shape != (n, GRID * GRID, PATCH_DIM) or store["dist"].shape != (n, GRID * GRID, n):
+    if store["feats"].shape != (n, recipe.patches, recipe.dim) or store["dist"].shape != (n, recipe.patches, n):
       raise ValueError(f"its arrays {[a.shape for a in store.values()]} do not fit {n} images")
     return store
   except Exception as e:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
@@ -198,12 +226,13 @@ def _read_cache(path: str, spec: dict) -> dict | None:
     return None
 
 
-def cached_distances(config, backbone, bparams, images: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+def cached_distances(config, backbone, bparams, images: np.ndarray, name: str,
+                     recipe: Recipe = RECIPE) -> tuple[np.ndarray, np.ndarray]:
   """(D (n, P, n), patch features (n, P, C)) of `images`, rows and columns in their order, read from the cache in
   `config.cache_dir` where their pixels match and computed (and added to it) where not. The cache is locked for
   the whole call: a second run of a sweep waits, then reuses what the first computed instead of computing it too.
   When the cache would outgrow `MAX_TABLE_BYTES`, it starts again from these images."""
-  spec = cache_settings(config, backbone)
+  spec = cache_settings(config, backbone, recipe)
   path = cache_path(config.cache_dir, name, spec)
   digests = [feature_cache.image_digest(im) for im in images]
   os.makedirs(config.cache_dir, exist_ok=True)
@@ -212,15 +241,15 @@ def cached_distances(config, backbone, bparams, images: np.ndarray, name: str) -
     fcntl.flock(lock, fcntl.LOCK_EX)  # every process of a run waits: they all read the same tables
     if time.time() - waited > 1:
       log(f"patch distance cache {path}: waited {time.time() - waited:.0f} s for another run to finish with it")
-    store = _read_cache(path, spec) or {"digests": np.zeros((0, 20), np.uint8),
-                                        "feats": np.zeros((0, GRID * GRID, PATCH_DIM), np.float32),
-                                        "dist": np.zeros((0, GRID * GRID, 0), np.float32)}
+    store = _read_cache(path, spec, recipe) or {"digests": np.zeros((0, 20), np.uint8),
+                                                "feats": np.zeros((0, recipe.patches, recipe.dim), np.float32),
+                                                "dist": np.zeros((0, recipe.patches, 0), np.float32)}
     row = {d.tobytes(): r for r, d in enumerate(store["digests"])}
     missing = list(dict.fromkeys(d for d in digests if d not in row))  # a duplicate image computed once
     if not missing:
       log(f"patch distances from cache {path} ({len(images)} images)")
     else:
-      if 4 * GRID * GRID * (len(row) + len(missing)) ** 2 > MAX_TABLE_BYTES:
+      if 4 * recipe.patches * (len(row) + len(missing)) ** 2 > MAX_TABLE_BYTES:
         log(f"patch distance cache {path}: {len(row)} cached and {len(missing)} new images would exceed "
             f"{MAX_TABLE_BYTES / 2**30:.0f} GiB; starting it again from this run's images")
         keep = np.asarray(sorted({row[d] for d in digests if d in row}), np.int64)
@@ -228,7 +257,7 @@ def cached_distances(config, backbone, bparams, images: np.ndarray, name: str) -
                  "dist": store["dist"][keep][:, :, keep]}
       log(f"patch features and distances: {len(missing)} of {len(images)} images not in the cache; computing them")
       where = {d: i for i, d in enumerate(digests)}
-      new = extract(backbone, bparams, images[np.asarray([where[d] for d in missing])], spec["dtype"])
+      new = extract(backbone, bparams, images[np.asarray([where[d] for d in missing])], spec["dtype"], recipe)
       store = {"digests": np.concatenate([store["digests"],
                                           np.frombuffer(b"".join(missing), np.uint8).reshape(-1, 20)]),
                "feats": np.concatenate([store["feats"], new]), "dist": _grow(store["feats"], store["dist"], new)}
@@ -243,8 +272,7 @@ def cached_tables(config, backbone, bparams, train_images: np.ndarray, val_image
   """`distance_tables` of the training and validation images through the cache (`cached_distances`)."""
   table_problem_or_raise(len(train_images), len(val_images))
   dist, _ = cached_distances(config, backbone, bparams, np.concatenate([train_images, val_images]), name)
-  n = len(train_images)
-  return _split_tables(dist, np.arange(n), np.arange(n, len(dist)))
+  return _split_tables(dist, len(train_images))
 
 
 def image_scores(d: np.ndarray, k: int = K, top: int = TOP) -> np.ndarray:

@@ -51,15 +51,15 @@ def test_an_image_is_never_its_own_neighbour_and_removed_images_leave_the_memory
 
 def _pixel_patches(ims):
   """Patch features as a fixed function of each image's own pixels (the backbone is not under test)."""
-  shape = (patches.GRID ** 2, patches.PATCH_DIM)
+  shape = (patches.RECIPE.patches, patches.RECIPE.dim)
   return np.stack([np.resize(im.astype(np.float32).ravel() / 255, shape) for im in ims]).reshape(-1, *shape)
 
 
 def _cache_run(monkeypatch, cache_dir, images, train, val, computed):
   """cached_tables on images[train] / images[val]; `computed` collects how many images each call featurised. The
   tables must equal a computation from scratch."""
-  monkeypatch.setattr(patches, "extract", lambda backbone, bparams, ims, dtype: computed.append(len(ims)) or
-                      _pixel_patches(ims))
+  monkeypatch.setattr(patches, "extract", lambda backbone, bparams, ims, dtype, recipe: computed.append(len(ims))
+                      or _pixel_patches(ims))
   c = folder_config.get_config("quick")
   c.cache_dir, c.backbone.name, c.backbone.weights_path = str(cache_dir), "alexnet", "random"
   backbone = type("Backbone", (), {"input_size": 8})()
@@ -140,3 +140,30 @@ def test_patch_iqr_ranks_the_defects_mixed_into_a_real_folder_high(tmp_path, mon
   print("patch_iqr on the hazelnut folder: AUROC of the cleaning scores", metrics.auroc(truth, scores))
   assert metrics.auroc(truth, scores) >= 0.85, rows[:10]
   assert (tmp_path / "w" / "model" / "detector.json").exists()
+
+
+def test_patch_recipe_brings_every_stage_to_its_grid_and_each_recipe_has_its_own_cache_file():
+  """A one-pixel defect on a stage map twice the grid's size keeps its full height under max pooling and a
+  quarter under the mean; a coarser map is repeated onto the grid; a map that fits neither way is refused."""
+  fine = np.zeros((1, 28, 28, 2), np.float32)
+  fine[0, 5, 7, 0] = 1.0
+  mean = np.asarray(patches._to_grid(fine, patches.Recipe(local=1)))
+  top = np.asarray(patches._to_grid(fine, patches.Recipe(local=1, pool="max")))
+  assert mean.shape == top.shape == (1, 14, 14, 2)
+  assert mean[0, 2, 3, 0] == 0.25 and top[0, 2, 3, 0] == 1.0 and mean.sum() == 0.25 and top.sum() == 1.0
+  smoothed = np.asarray(patches._to_grid(fine, patches.Recipe(local=3)))  # 3x3 mean, then the 2x2 mean
+  np.testing.assert_allclose(smoothed.sum(), 1.0 / 4, rtol=1e-6)
+  assert (smoothed[0, 2:4, 2:5, 0] > 0).sum() > 1  # spread over neighbouring cells
+  coarse = np.zeros((1, 7, 7, 1), np.float32)
+  coarse[0, 1, 2, 0] = 3.0
+  up = np.asarray(patches._to_grid(coarse, patches.Recipe(local=1)))
+  assert (up[0, 2:4, 4:6, 0] == 3.0).all() and up.sum() == 12.0
+  with pytest.raises(ValueError, match="10x10"):
+    patches._to_grid(np.zeros((1, 10, 10, 1), np.float32), patches.Recipe())
+  c = folder_config.get_config("quick")
+  c.backbone.name, c.backbone.weights_path = "alexnet", "random"
+  backbone = type("Backbone", (), {"input_size": 8})()
+  recipes = [patches.RECIPE, patches.Recipe(pool="max"), patches.Recipe(local=1), patches.Recipe(grid=7),
+             patches.Recipe(stages=("block2",) + patches.RECIPE.stages)]
+  paths = {patches.cache_path("c", "x", patches.cache_settings(c, backbone, r)) for r in recipes}
+  assert len(paths) == len(recipes)
