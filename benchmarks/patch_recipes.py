@@ -15,6 +15,13 @@ good lost over Magnetic Tile's 20 / 30 / 50 % x 3 seeds is at least 0.03 above t
 splits, and its mean over elpv mono's is not more than 0.01 below the current recipe's; of those that pass, the
 highest Magnetic Tile mean. It is then confirmed on elpv poly, which no choice here sees (`--set=elpv
 --category=poly`), if its mean there is not more than 0.01 below the current recipe's; otherwise the recipe stays.
+Round 2, added while round 1 ran (after seeing `current` and part of `max`, which was below it), under the same
+rule against the same `current`; of all candidates that pass, the highest Magnetic Tile mean:
+
+  input448  the current recipe on images read at 448 x 448 instead of 224 (the stride-8 map mean-pooled 4x4, the
+            stride-16 map 2x2, to the same 14x14 grid): the backbone sees a small defect over four times the
+            pixels; the backbone costs 4x, the tables the same
+
 The splits are the runs' own (`contaminate`); only the training set's injected flags are read, never a test label.
 
 Each recipe's distances over all the set's images go to the runs' patch distance cache (`patches.cached_distances`),
@@ -40,6 +47,7 @@ CANDIDATES = {
     "local1": patches_lib.Recipe(local=1),
     "stride4": patches_lib.Recipe(stages=("block2",) + CURRENT.stages),
     "stride32": patches_lib.Recipe(stages=CURRENT.stages + ("block15",)),
+    "input448": patches_lib.Recipe(input_size=448),
 }
 
 

@@ -45,11 +45,13 @@ MAX_TABLE_BYTES = 8 << 30  # the distance tables live in host memory: refuse wha
 class Recipe:
   """How an image becomes patches: each backbone stage map averaged over `local` x `local` neighbourhoods
   (PatchCore's local aggregation; 1: none), then brought to a `grid` x `grid` grid by `pool` ('mean' or 'max')
-  where it is finer and repeated where it is coarser; the stages' channels concatenated."""
+  where it is finer and repeated where it is coarser; the stages' channels concatenated. `input_size`: the images'
+  side in pixels (0: the backbone's own)."""
   stages: tuple[str, ...] = ("block4", "block10")  # stride 8, stride 16
   grid: int = 14
   local: int = 3
   pool: str = "mean"
+  input_size: int = 0
 
   @property
   def patches(self) -> int:
@@ -97,6 +99,9 @@ def patch_features(params, images, recipe: Recipe = RECIPE):
 
 def extract(backbone, bparams, images: np.ndarray, dtype: str = "float32", recipe: Recipe = RECIPE) -> np.ndarray:
   """(N, S, S, 3) uint8 -> (N, patches, dim) patch features of each image's unrotated view."""
+  size = recipe.input_size or backbone.input_size
+  if images.shape[1:3] != (size, size):
+    raise ValueError(f"patch recipe {recipe} expects {size}x{size} images, got {images.shape[1]}x{images.shape[2]}")
   patchy = dataclasses.replace(backbone, feature_dim=recipe.patches * recipe.dim,
                                features=functools.partial(patch_features, recipe=recipe))
   views = features_lib.fixed_view_params(len(images), 1, 0.0)
@@ -198,8 +203,8 @@ def cache_settings(config, backbone, recipe: Recipe = RECIPE) -> dict:
   """Everything a cached patch feature or distance depends on besides the image itself."""
   b = config.backbone
   return {"format": FORMAT, "backbone": b.name, "weights": feature_cache.weights_identity(b.name, b.weights_path),
-          "dtype": b.dtype, "input_size": backbone.input_size, "stages": list(recipe.stages), "grid": recipe.grid,
-          "local_mean": recipe.local, "pool": recipe.pool}
+          "dtype": b.dtype, "input_size": recipe.input_size or backbone.input_size, "stages": list(recipe.stages),
+          "grid": recipe.grid, "local_mean": recipe.local, "pool": recipe.pool}
 
 
 def cache_path(cache_dir: str, name: str, spec: dict) -> str:

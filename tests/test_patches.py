@@ -164,6 +164,8 @@ def test_patch_recipe_brings_every_stage_to_its_grid_and_each_recipe_has_its_own
   c.backbone.name, c.backbone.weights_path = "alexnet", "random"
   backbone = type("Backbone", (), {"input_size": 8})()
   recipes = [patches.RECIPE, patches.Recipe(pool="max"), patches.Recipe(local=1), patches.Recipe(grid=7),
-             patches.Recipe(stages=("block2",) + patches.RECIPE.stages)]
+             patches.Recipe(stages=("block2",) + patches.RECIPE.stages), patches.Recipe(input_size=16)]
   paths = {patches.cache_path("c", "x", patches.cache_settings(c, backbone, r)) for r in recipes}
   assert len(paths) == len(recipes)
+  with pytest.raises(ValueError, match="expects 16x16 images, got 8x8"):  # never patches of the wrong size cached
+    patches.extract(backbone, None, np.zeros((1, 8, 8, 3), np.uint8), recipe=patches.Recipe(input_size=16))
