@@ -196,7 +196,7 @@ def distance_tables(train: np.ndarray, val: np.ndarray) -> dict[str, np.ndarray]
   return _split_tables(dist, len(train))
 
 
-FORMAT = 1  # bump when the patch recipe or the table layout changes: older files are then not read
+FORMAT = 1  # bump when the table layout or the way a recipe is computed changes: older files are then not read
 
 
 def cache_settings(config, backbone, recipe: Recipe = RECIPE) -> dict:
