@@ -61,6 +61,14 @@ def base() -> ml_collections.ConfigDict:
   c.train.init = "fresh"         # the final detector's start: fresh (a new init) | meta (meta-trained on the
                                  # final kept set first, maml.meta_epochs of maml.objective)
 
+  # method=patch_iqr's patch features (maml_iqr/patches.py, Recipe; candidates in benchmarks/patch_recipes.py)
+  c.patch = ml_collections.ConfigDict()
+  c.patch.stages = ("block4", "block10")  # efficientnet_lite0 blocks (stride 8, 16) concatenated per patch
+  c.patch.grid = 14              # patches per side: the distance tables grow with grid^2 x images^2
+  c.patch.local = 3              # side of the local mean on each map before pooling (PatchCore's); 1: none
+  c.patch.pool = "mean"          # mean | max: how a map finer than the grid is brought to it
+  c.patch.input_size = 0         # the images' side for the patches; 0: the backbone's own (224)
+
   c.score = ml_collections.ConfigDict()
   c.score.kind = "z2"            # z2: DifferNet's mean z^2 | nll: full negative log-likelihood
   # Fixed rotations (k + view_offset) * 360 / n_views at evaluation. DifferNet's 64 at offset 0 include the 4

@@ -73,6 +73,28 @@ def _writable(flag: str, path: str) -> None:
     raise ConfigError(f"{flag}={path}: cannot write there ({e.strerror}); choose a writable folder") from None
 
 
+def _check_patch(p) -> None:
+  """patch.*: known blocks, and every block's map divides into or repeats onto the grid."""
+  blocks = tuple(f"block{i}" for i in range(16))
+  _check(isinstance(p.stages, (tuple, list)) and len(p.stages) > 0 and all(s in blocks for s in p.stages),
+         "patch.stages", p.stages, "a non-empty list of efficientnet_lite0 blocks, block0..block15")
+  _check(_is_int(p.grid) and p.grid >= 1, "patch.grid", p.grid, "an integer >= 1")
+  _check(_is_int(p.local) and p.local >= 1 and p.local % 2 == 1, "patch.local", p.local, "an odd integer >= 1")
+  _check(p.pool in ("mean", "max"), "patch.pool", p.pool, "mean or max")
+  _check(_is_int(p.input_size) and (p.input_size == 0 or (p.input_size >= 32 and p.input_size % 32 == 0)),
+         "patch.input_size", p.input_size, "0 (the backbone's size) or a multiple of 32")
+  size = p.input_size or 224
+  for s in p.stages:
+    side = size // BLOCK_STRIDES[int(s[5:])]
+    _check(side % p.grid == 0 or p.grid % side == 0, "patch.grid", p.grid,
+           f"a divisor or a multiple of every stage map's side ({s} is {side}x{side} at {size}x{size} images)")
+
+
+# Cumulative stride of each efficientnet_lite0 block's output (maml_iqr/models/efficientnet_lite.py), kept here so
+# that checking a config imports no jax.
+BLOCK_STRIDES = (2, 4, 4, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32)
+
+
 def validate(c) -> None:
   """Raises a ConfigError naming the first out-of-range value's flag and what it accepts."""
   _check(_is_int(c.seed) and c.seed >= 0, "seed", c.seed, "an integer >= 0")
@@ -96,7 +118,8 @@ def validate(c) -> None:
     _check(c.refine.folds == 1, "refine.folds", c.refine.folds,
            "1 with method=patch_iqr (each image is scored against the other kept images: no folds needed)")
     _check(c.backbone.name == "efficientnet_lite0", "backbone.name", c.backbone.name,
-           "efficientnet_lite0 with method=patch_iqr (its patches are that network's stride-8 and stride-16 maps)")
+           "efficientnet_lite0 with method=patch_iqr (its patches are that network's stage maps)")
+    _check_patch(c.patch)
   _check(c.data.name in DATASETS, "data.name", c.data.name, f"one of {DATASETS}")
   if c.data.name in ("mvtec", "ksdd2", "magnetic_tile", "folder"):
     _check(bool(c.data.root), "data.root", c.data.root, f"the {c.data.name} folder (it is required for this dataset)")
@@ -276,7 +299,7 @@ def check_feasible(c, split) -> list[str]:
     if n_train < patches.K + 1:
       raise FeasibilityError(f"method=patch_iqr scores an image against its {patches.K}th nearest other training "
                              f"image, but the training set has only {n_train} images; use method=gaussian_iqr")
-    problem = patches.table_problem(n_train, len(split.val))
+    problem = patches.table_problem(n_train, len(split.val), patches.recipe(c))
     if problem:
       raise FeasibilityError(problem)
   if c.train.init == "meta":

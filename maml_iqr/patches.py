@@ -62,7 +62,13 @@ class Recipe:
     return sum(enet.stage_dim(s) for s in self.stages)
 
 
-RECIPE = Recipe()  # chosen in benchmarks/patch_scores.py; candidates measured in benchmarks/patch_recipes.py
+RECIPE = Recipe()  # configs/base.py's `patch` section; chosen in benchmarks/patch_scores.py and patch_recipes.py
+
+
+def recipe(config) -> Recipe:
+  """The recipe a config's `patch` section names."""
+  p = config.patch
+  return Recipe(tuple(p.stages), int(p.grid), int(p.local), str(p.pool), int(p.input_size))
 
 
 def table_problem(n_train: int, n_val: int, recipe: Recipe = RECIPE) -> str:
@@ -274,9 +280,11 @@ def cached_distances(config, backbone, bparams, images: np.ndarray, name: str,
 
 def cached_tables(config, backbone, bparams, train_images: np.ndarray, val_images: np.ndarray,
                   name: str) -> dict[str, np.ndarray]:
-  """`distance_tables` of the training and validation images through the cache (`cached_distances`)."""
-  table_problem_or_raise(len(train_images), len(val_images))
-  dist, _ = cached_distances(config, backbone, bparams, np.concatenate([train_images, val_images]), name)
+  """`distance_tables` of the training and validation images, with the config's recipe, through the cache
+  (`cached_distances`)."""
+  r = recipe(config)
+  table_problem_or_raise(len(train_images), len(val_images), r)
+  dist, _ = cached_distances(config, backbone, bparams, np.concatenate([train_images, val_images]), name, r)
   return _split_tables(dist, len(train_images))
 
 

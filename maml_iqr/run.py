@@ -23,6 +23,19 @@ from maml_iqr.io import write_atomic, write_json
 from maml_iqr.models import backbones
 
 
+def patch_images(config, backbone, dataset, split) -> tuple[np.ndarray, np.ndarray]:
+  """The training and validation images at the patch recipe's input size: the split's own, or the dataset read
+  again at that size and matched by image id."""
+  size = config.patch.input_size or backbone.input_size
+  if size == backbone.input_size:
+    return split.train.images, split.val.images
+  log(f"reading the images again at {size}x{size} for the patches (patch.input_size)")
+  again = readers.read(config.data, size, prepared_dir=os.path.join(config.cache_dir, "tfds"))
+  by_id = dict(zip(list(again.train.ids) + list(again.test.ids), [*again.train.images, *again.test.images]))
+  return tuple(np.stack([by_id[i] for i in part.ids]) if len(part.ids) else np.zeros((0, size, size, 3), np.uint8)
+               for part in (split.train, split.val))
+
+
 def split_features(config, backbone, bparams, dataset, split, train_views: bool = True) -> dict[str, np.ndarray]:
   """Features of the split's images from the content-keyed cache (`feature_cache`), rows matched by id:
   {'train' (N, K, D), 'train_views', 'train_eval' (N, V, D), 'val', 'test'}. Training views are computed for the
@@ -163,7 +176,7 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   if config.method == "patch_iqr":  # its scorers read patch distance tables, computed once for the run
     t = time.time()
     log(f"patch features and distances of {len(split.train)} training and {len(split.val)} validation images")
-    feats.update(patches.cached_tables(config, backbone, bparams, split.train.images, split.val.images,
+    feats.update(patches.cached_tables(config, backbone, bparams, *patch_images(config, backbone, dataset, split),
                                        f"{dataset.name}_{dataset.category}"))
     timings["patch_distances_s"] = round(time.time() - t, 2)
   flow = detector.make_flow(config, backbone.feature_dim)

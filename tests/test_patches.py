@@ -110,6 +110,41 @@ def test_patch_iqr_refuses_folds_and_other_backbones(folders):
     config_check.validate(c)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("stages", ("block4", "stride32"), "block0..block15"), ("grid", 10, r"block4 is 28x28 at 224x224"),
+    ("local", 2, "odd"), ("pool", "median", "mean or max"), ("input_size", 300, "multiple of 32")])
+def test_patch_recipe_out_of_range_names_its_flag(folders, key, value, message):
+  c = folder_config.get_config("quick")
+  c.data.root, c.method = str(folders / "good"), "patch_iqr"
+  assert patches.recipe(c) == patches.RECIPE  # configs/base.py's section is the recipe the benchmarks call current
+  c.patch[key] = value
+  with pytest.raises(config_check.ConfigError, match=rf"--config.patch.{key}=.*{message}"):
+    config_check.validate(c)
+
+
+def test_config_check_knows_each_block_stride_of_the_network():
+  from maml_iqr.models import efficientnet_lite as enet  # noqa: PLC0415
+  assert config_check.BLOCK_STRIDES == tuple(2 * np.cumprod(enet._BLOCK_STRIDES))
+
+
+def test_patch_images_at_another_size_are_the_splits_own_images_matched_by_id(folders):
+  """patch.input_size other than the backbone's: the split's training and validation images read again at that
+  size, in the split's order (which is not the dataset's: injected images join the training set)."""
+  from maml_iqr.data import readers  # noqa: PLC0415
+  from maml_iqr.data.contamination import contaminate  # noqa: PLC0415
+  c = folder_config.get_config("quick")
+  c.data.root, c.data.defective_root, c.patch.input_size = str(folders / "good"), str(folders / "bad"), 64
+  dataset = readers.read(c.data, 32)
+  split = contaminate(dataset, 0.5, "defect_share", False, 0, "cap", 0.2)
+  train, val = run.patch_images(c, type("Backbone", (), {"input_size": 32})(), dataset, split)
+  big = readers.read(c.data, 64)
+  by_id = dict(zip(big.train.ids + big.test.ids, [*big.train.images, *big.test.images]))
+  assert train.shape == (len(split.train), 64, 64, 3) and val.shape == (len(split.val), 64, 64, 3)
+  assert any(i in big.test.ids for i in split.train.ids)  # the split's order is not the dataset's
+  for images, part in ((train, split.train), (val, split.val)):
+    np.testing.assert_array_equal(images, np.stack([by_id[i] for i in part.ids]))
+
+
 def test_patch_table_too_large_is_refused_before_any_backbone_runs():
   assert patches.table_problem(1000, 200) == ""
   assert "gaussian_iqr" in patches.table_problem(4000, 1000)
