@@ -1,7 +1,7 @@
 """Which patch features keep small defects visible? Candidate patch recipes for patch_iqr (issue 13).
 
 patch_iqr's score (`patches.image_scores`: K = 3, top 5) reaches recall 0.72 at <= 5 % good lost on Magnetic Tile
-at 30 % noise with its recipe (`patches.RECIPE`: the stride-8 and stride-16 maps, 3x3 local mean, the stride-8
+at 30 % noise with its recipe (`CURRENT`, below: the stride-8 and stride-16 maps, 3x3 local mean, the stride-8
 map mean-pooled 2x2 to 14x14). Averaging is where a defect of a few pixels can vanish, so each candidate changes one
 thing about it, at the same 14x14 grid (a finer grid costs the square of its patch count in distance tables):
 
@@ -32,6 +32,8 @@ so a rerun, or a run of patch_iqr with an adopted recipe, computes nothing again
   python -m benchmarks.patch_recipes --set=mtd --out=results/benchmarks/patch_recipes_mtd.json
 """
 
+import dataclasses
+
 import numpy as np
 from absl import app, flags
 
@@ -42,15 +44,16 @@ from maml_iqr.io import write_json
 from maml_iqr.metrics import auroc, recall_at_good_lost
 
 FLAGS = flags.FLAGS
-CURRENT = patches_lib.RECIPE
+Recipe = patches_lib.Recipe
+CURRENT = Recipe(stages=("block4", "block10"), grid=14, local=3, pool="mean", input_size=0)  # when the rule was set
 CANDIDATES = {
     "current": CURRENT,
-    "max": patches_lib.Recipe(pool="max"),
-    "local1": patches_lib.Recipe(local=1),
-    "stride4": patches_lib.Recipe(stages=("block2",) + CURRENT.stages),
-    "stride32": patches_lib.Recipe(stages=CURRENT.stages + ("block15",)),
-    "input448": patches_lib.Recipe(input_size=448),
-    "local5": patches_lib.Recipe(local=5),
+    "max": dataclasses.replace(CURRENT, pool="max"),
+    "local1": dataclasses.replace(CURRENT, local=1),
+    "stride4": dataclasses.replace(CURRENT, stages=("block2",) + CURRENT.stages),
+    "stride32": dataclasses.replace(CURRENT, stages=CURRENT.stages + ("block15",)),
+    "input448": dataclasses.replace(CURRENT, input_size=448),
+    "local5": dataclasses.replace(CURRENT, local=5),
 }
 
 
