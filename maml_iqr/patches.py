@@ -6,7 +6,8 @@ neighbourhoods (PatchCore's local aggregation), the stride-8 map pooled 2x2 to t
 40 + 112 dimensions per image. A patch scores its distance to the nearest patch of the K-th nearest memory image
 (K = 3: a defect that one or two other injected images share still stands out), an image the mean of its 5
 highest patch scores. Chosen among 14 variants on Magnetic Tile and elpv mono, confirmed on elpv poly
-(benchmarks/patch_scores.py; README, "Patch-level scores").
+(benchmarks/patch_scores.py; README, "Patch-level scores"); six other feature recipes measured and not kept
+(benchmarks/patch_recipes.py). The recipe is the config's `patch` section (`Recipe`, `recipe(config)`).
 
 The distance from every patch of image i to its nearest patch of image j, `D[i, p, j]`, is computed once per run
 for the training set and for the validation images against it; a refinement iteration then only reduces D over
