@@ -119,7 +119,7 @@ def validate(c) -> None:
            "1 with method=patch_iqr (each image is scored against the other kept images: no folds needed)")
     _check(c.backbone.name == "efficientnet_lite0", "backbone.name", c.backbone.name,
            "efficientnet_lite0 with method=patch_iqr (its patches are that network's stage maps)")
-    _check_patch(c.patch)
+  _check_patch(c.patch)  # every method: the section is part of the workdir fingerprint
   _check(c.data.name in DATASETS, "data.name", c.data.name, f"one of {DATASETS}")
   if c.data.name in ("mvtec", "ksdd2", "magnetic_tile", "folder"):
     _check(bool(c.data.root), "data.root", c.data.root, f"the {c.data.name} folder (it is required for this dataset)")
