@@ -152,7 +152,7 @@ def set_distances(set_name: str, category: str, cache_dir: str, noises, seeds,
                                  variant="", arm="gaussian_iqr"), "")
   backbone = backbones.get_backbone(base.backbone.name, base.backbone.weights_path or None,
                                     tuple(base.backbone.stages))
-  backbone = dataclasses.replace(backbone, input_size=recipe.input_size or backbone.input_size)
+  backbone = dataclasses.replace(backbone, input_size=recipe.side(backbone.input_size))
   dataset = readers.read(base.data, backbone.input_size, prepared_dir=f"{cache_dir}/tfds")
   splits = {(noise, seed): contaminate(dataset, noise, base.noise.mode, base.noise.overlap, seed,
                                        base.noise.on_shortage, base.noise.val_fraction)

@@ -83,15 +83,16 @@ def _check_patch(p) -> None:
   _check(p.pool in ("mean", "max"), "patch.pool", p.pool, "mean or max")
   _check(_is_int(p.input_size) and (p.input_size == 0 or (p.input_size >= 32 and p.input_size % 32 == 0)),
          "patch.input_size", p.input_size, "0 (the backbone's size) or a multiple of 32")
-  size = p.input_size or 224
+  size = p.input_size or BACKBONE_INPUT_SIZE
   for s in p.stages:
     side = size // BLOCK_STRIDES[int(s[5:])]
     _check(side % p.grid == 0 or p.grid % side == 0, "patch.grid", p.grid,
            f"a divisor or a multiple of every stage map's side ({s} is {side}x{side} at {size}x{size} images)")
 
 
-# Cumulative stride of each efficientnet_lite0 block's output (maml_iqr/models/efficientnet_lite.py), kept here so
+# efficientnet_lite0's input side and the cumulative stride of each block's output (maml_iqr/models/efficientnet_lite.py), kept here so
 # that checking a config imports no jax.
+BACKBONE_INPUT_SIZE = 224
 BLOCK_STRIDES = (2, 4, 4, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32)
 
 

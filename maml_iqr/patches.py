@@ -62,6 +62,10 @@ class Recipe:
   def dim(self) -> int:
     return sum(enet.stage_dim(s) for s in self.stages)
 
+  def side(self, backbone_size: int) -> int:
+    """The images' side in pixels for a backbone whose own input side is `backbone_size`."""
+    return self.input_size or backbone_size
+
 
 RECIPE = Recipe()  # configs/base.py's `patch` section; chosen in benchmarks/patch_scores.py and patch_recipes.py
 
@@ -106,7 +110,7 @@ def patch_features(params, images, recipe: Recipe = RECIPE):
 
 def extract(backbone, bparams, images: np.ndarray, dtype: str = "float32", recipe: Recipe = RECIPE) -> np.ndarray:
   """(N, S, S, 3) uint8 -> (N, patches, dim) patch features of each image's unrotated view."""
-  size = recipe.input_size or backbone.input_size
+  size = recipe.side(backbone.input_size)
   if images.shape[1:3] != (size, size):
     raise ValueError(f"patch recipe {recipe} expects {size}x{size} images, got {images.shape[1]}x{images.shape[2]}")
   patchy = dataclasses.replace(backbone, feature_dim=recipe.patches * recipe.dim,
@@ -210,7 +214,7 @@ def cache_settings(config, backbone, recipe: Recipe = RECIPE) -> dict:
   """Everything a cached patch feature or distance depends on besides the image itself."""
   b = config.backbone
   return {"format": FORMAT, "backbone": b.name, "weights": feature_cache.weights_identity(b.name, b.weights_path),
-          "dtype": b.dtype, "input_size": recipe.input_size or backbone.input_size, "stages": list(recipe.stages),
+          "dtype": b.dtype, "input_size": recipe.side(backbone.input_size), "stages": list(recipe.stages),
           "grid": recipe.grid, "local_mean": recipe.local, "pool": recipe.pool}
 
 

@@ -26,7 +26,7 @@ from maml_iqr.models import backbones
 def patch_images(config, backbone, dataset, split) -> tuple[np.ndarray, np.ndarray]:
   """The training and validation images at the patch recipe's input size: the split's own, or the dataset read
   again at that size and matched by image id."""
-  size = config.patch.input_size or backbone.input_size
+  size = patches.recipe(config).side(backbone.input_size)
   if size == backbone.input_size:
     return split.train.images, split.val.images
   log(f"reading the images again at {size}x{size} for the patches (patch.input_size)")

@@ -122,8 +122,9 @@ def test_patch_recipe_out_of_range_names_its_flag(folders, key, value, message):
     config_check.validate(c)
 
 
-def test_config_check_knows_each_block_stride_of_the_network():
+def test_config_check_knows_the_networks_input_size_and_each_block_stride():
   from maml_iqr.models import efficientnet_lite as enet  # noqa: PLC0415
+  assert config_check.BACKBONE_INPUT_SIZE == enet.INPUT_SIZE
   assert config_check.BLOCK_STRIDES == tuple(2 * np.cumprod(enet._BLOCK_STRIDES))
 
 
