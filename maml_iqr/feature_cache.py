@@ -14,6 +14,7 @@ gets the same views whatever else is in the dataset.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -143,6 +144,25 @@ def _write(path: str, spec: dict, store: dict) -> dict:
   return store
 
 
+@contextlib.contextmanager
+def _computing(path: str):
+  """One process at a time computes features for a cache file (an exclusive lock on `<path>.computing`, released
+  when the process dies): a sweep's workers starting together otherwise each computed the same images' features,
+  the first cells of a `--parallel=2` Magnetic Tile sweep two copies of 1344 images x 8 views. A process that does
+  not write (`io.is_writer`) touches no file and computes what it lacks, as it must anyway."""
+  if not is_writer():
+    yield
+    return
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path + ".computing", "a") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      log(f"feature cache {path}: another process is computing features for it; waiting to read them")
+      fcntl.flock(lock, fcntl.LOCK_EX)
+    yield
+
+
 def _append(store: dict, table: str, new: dict) -> dict:
   key, columns = TABLES[table]
   return dict(store, **{c: np.concatenate([store[c], new[c]]) for c in (key,) + columns})
@@ -217,16 +237,23 @@ def features(config, backbone, bparams, images: np.ndarray, dataset_name: str,
     unsaved = touched = True
     if not missing:
       continue
-    if len(store[key]):
-      log(f"feature cache {path}: {len(missing)} of {len(wanted[table])} images have no {table} features yet "
-          "(new, changed, or not needed before); computing them")
-    n_views = spec["n_cached_views"] if table == "train" else spec["n_eval_views"]
-    log(f"computing features of {len(missing)} images x {n_views} {table} views with {backbone.name}")
-    where = {d: i for i, d in enumerate(digests)}
-    store = _append(store, table, _compute(table, spec, backbone, bparams,
-                                           images[np.asarray([where[d] for d in missing])], missing))
-    store = _write(path, spec, store)  # each table as soon as it is done: a killed run keeps it
-    unsaved = False
+    with _computing(path):
+      on_disk = _read(path, spec)  # what another process computed while this one waited
+      if on_disk is not None:
+        store, found = _take_rows(store, table, on_disk, set(missing))
+        missing = [d for d in missing if d not in found]
+      if not missing:
+        continue
+      if len(store[key]):
+        log(f"feature cache {path}: {len(missing)} of {len(wanted[table])} images have no {table} features yet "
+            "(new, changed, or not needed before); computing them")
+      n_views = spec["n_cached_views"] if table == "train" else spec["n_eval_views"]
+      log(f"computing features of {len(missing)} images x {n_views} {table} views with {backbone.name}")
+      where = {d: i for i, d in enumerate(digests)}
+      store = _append(store, table, _compute(table, spec, backbone, bparams,
+                                             images[np.asarray([where[d] for d in missing])], missing))
+      store = _write(path, spec, store)  # each table as soon as it is done: a killed run keeps it
+      unsaved = False
   if unsaved:
     store = _write(path, spec, store)
   if not touched:

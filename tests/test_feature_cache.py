@@ -1,5 +1,7 @@
 """The feature cache is keyed by image content and settings: a changed, deleted or added image can never be given
 another image's features, and a path spelled differently reuses it."""
+import threading
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -145,29 +147,43 @@ def test_training_views_are_computed_only_for_the_images_a_run_trains_on(tmp_pat
   np.testing.assert_array_equal(full["train_views"][[1, 2, 5]], second["train_views"])
 
 
-def test_two_runs_filling_one_cache_at_once_lose_none_of_each_others_rows(tmp_path, backbone, monkeypatch):
-  """Run B adds its images to the cache file while run A, which read the file before, is still computing: A's
-  write keeps B's rows (it used to drop them, so B's images were computed again by the next run)."""
+def test_two_runs_filling_one_cache_at_once_compute_each_image_once_and_keep_all_rows(tmp_path, backbone,
+                                                                                      monkeypatch):
+  """Run B (images 2-5) starts while run A (images 0-3) is computing: B waits for A instead of computing images 2
+  and 3 a second time, and neither run's rows are lost (a third run computes nothing). Without the lock B enters
+  the backbone at once and images 2 and 3 are computed twice."""
   bb, bparams = backbone
   c, ds, images = _six_image_folder(tmp_path, bb.input_size)
-  computed, b_out, b_started = [], {}, []
-  original = features_lib.extract
+  computed, b_out, b_blocked_or_computing = [], {}, threading.Event()
+  original, original_log = features_lib.extract, feature_cache.log
+  b = threading.Thread(target=lambda: b_out.update(feature_cache.features(c, bb, bparams, images[2:], ds.name)))
 
-  def extract(b, p, ims, *a, **k):
-    if not b_started:  # A's first extraction: B runs to the end in the meantime
-      b_started.append(True)
-      b_out.update(feature_cache.features(c, bb, bparams, images[3:], ds.name))
-    computed.append(len(ims))
-    return original(b, p, ims, *a, **k)
+  def extract(bb_, p, ims, *a, **k):
+    if threading.current_thread() is b:
+      b_blocked_or_computing.set()
+    elif not b.is_alive() and not b_out:  # A's first extraction: B starts, A goes on once B waits or computes
+      b.start()
+      assert b_blocked_or_computing.wait(120)
+    computed.append((threading.current_thread() is b, len(ims)))
+    return original(bb_, p, ims, *a, **k)
+
+  def log(message):
+    if "another process is computing" in message:
+      b_blocked_or_computing.set()
+    original_log(message)
 
   monkeypatch.setattr(features_lib, "extract", extract)
-  feature_cache.features(c, bb, bparams, images[:3], ds.name)
-  assert computed == [3, 3, 3, 3]  # B's two tables, then A's
+  monkeypatch.setattr(feature_cache, "log", log)
+  feature_cache.features(c, bb, bparams, images[:4], ds.name)
+  b.join()
+  # Each table of each of the 6 images once, by whichever run held the lock first (B may take the training table
+  # of images 2 and 3 between A's two tables); both runs computed.
+  assert len(computed) == 4 and sum(n for _, n in computed) == 12 and {who for who, _ in computed} == {False, True}
   computed.clear()
   both = feature_cache.features(c, bb, bparams, images, ds.name)
   assert computed == []
-  np.testing.assert_array_equal(both["eval"][3:], b_out["eval"])
-  np.testing.assert_array_equal(both["train"][3:], b_out["train"])
+  np.testing.assert_array_equal(both["eval"][2:], b_out["eval"])
+  np.testing.assert_array_equal(both["train"][2:], b_out["train"])
 
 
 def test_a_cache_written_before_the_tables_were_split_is_read_not_recomputed(tmp_path, backbone, monkeypatch):
