@@ -91,10 +91,13 @@ class RefineState:
 
 def holds(val_auroc: float, best: float, n_defective: int, n_good: int, tolerance_se: float) -> bool:
   """Whether an iteration's validation AUROC is as good as the highest so far (`best`, this one included) by the
-  one-standard-error rule; without validation (nan) every iteration holds."""
+  one-standard-error rule; without validation (nan) every iteration holds. The standard error of a perfect 1.0
+  is 0 (Hanley-McNeil), which made any fall from it stop the loop whatever the tolerance: it is taken at the
+  nearest AUROC short of perfect, one pair of the validation images misordered."""
   if np.isnan(val_auroc):
     return True
-  return val_auroc >= best - tolerance_se * metrics.auroc_standard_error(best, n_defective, n_good)
+  at = min(best, 1.0 - 1.0 / max(n_defective * n_good, 1))
+  return val_auroc >= best - tolerance_se * metrics.auroc_standard_error(at, n_defective, n_good)
 
 
 def refine_step(state: RefineState, train_scores: np.ndarray, val_labels: np.ndarray, val_scores: np.ndarray,

@@ -101,7 +101,7 @@ def stop_rule(config, split) -> str:
   r = config.refine
   cap = f"or after {1 if config.method == 'one_shot' else r.max_iterations} iteration(s)"
   if split.val.n_good and split.val.n_defective:
-    return (f"validation AUROC, one-standard-error rule: an iteration holds when its validation AUROC is at most "
+    return (f"validation AUROC: an iteration holds when its validation AUROC is at most "
             f"{r.val_tolerance_se:g} standard error(s) below the highest so far; keep the set of the latest that "
             f"holds, stop {r.patience} iteration(s) after it; or when nothing is removed; {cap}")
   return f"no labelled validation: until the IQR rule removes nothing, {cap}"

@@ -161,6 +161,18 @@ def test_one_standard_error_rule_keeps_the_more_cleaned_set_unless_validation_dr
   assert state.stop_reason == "stalled" and state.best_iteration == 0 and state.final_kept().all()
 
 
+def test_a_fall_from_a_perfect_validation_auroc_is_measured_against_a_nonzero_standard_error():
+  """Hanley-McNeil's standard error of 1.0 is 0: a fall from a perfect validation AUROC to 0.995 (20 + 20 images)
+  must hold at one standard error (that of one misordered pair, about 0.008) and not at none."""
+  from maml_iqr import metrics
+  from maml_iqr.refine import holds
+  assert metrics.auroc_standard_error(1.0, 20, 20) == 0.0
+  assert holds(0.995, 1.0, 20, 20, 1.0)
+  assert not holds(0.995, 1.0, 20, 20, 0.0)
+  assert not holds(0.98, 1.0, 20, 20, 1.0) and holds(0.98, 1.0, 20, 20, 100.0)
+  assert holds(0.79, 0.8, 20, 20, 1.0) == (0.79 >= 0.8 - metrics.auroc_standard_error(0.8, 20, 20))
+
+
 def test_auroc_standard_error_matches_the_spread_of_resampled_validation_sets():
   """Hanley-McNeil's formula against the measured spread of AUROC over 2000 independent validation draws."""
   from maml_iqr import metrics
