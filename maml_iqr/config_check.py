@@ -320,15 +320,17 @@ def check_feasible(c, split) -> list[str]:
   if removes and not len(split.test) and not (val.n_good and val.n_defective):
     warnings.append(
         "clean mode (no test set) without labelled validation: refinement stops when the IQR rule removes nothing "
-        f"or after refine.max_iterations={c.refine.max_iterations}; to stop on validation AUROC instead, give a "
-        "folder of known-defective images (--config.data.defective_root) and hold out some good ones to "
-        "validate with (--config.data.test_fraction=0.1 --config.noise.val_fraction=1)")
+        f"or after refine.max_iterations={c.refine.max_iterations}; to measure it on validation AUROC (and let "
+        "refine.val_tolerance_se stop it) and set the threshold by F1-max, give a folder of known-defective images "
+        "(--config.data.defective_root) and hold out some good ones to validate with "
+        "(--config.data.test_fraction=0.1 --config.noise.val_fraction=1)")
   elif removes and not (val.n_good and val.n_defective):
     warnings.append(
         f"no validation AUROC: the validation set has {val.n_good} good and {val.n_defective} defective images "
-        f"(noise.val_fraction={c.noise.val_fraction!r}), so refinement cannot stop when it stops improving and "
-        f"runs to refine.max_iterations={c.refine.max_iterations} or until nothing is removed; set "
-        "--config.noise.val_fraction > 0 (and give the dataset defective images) for the stopping rule")
+        f"(noise.val_fraction={c.noise.val_fraction!r}), so refine.val_tolerance_se cannot stop the refinement "
+        f"(it runs to refine.max_iterations={c.refine.max_iterations} or until nothing is removed) and the "
+        "detector's threshold is not set by F1-max; set --config.noise.val_fraction > 0 (and give the dataset "
+        "defective images) for both")
   if removes and c.method not in ("gaussian_iqr", "patch_iqr") and c.refine.folds == 1:
     warnings.append(
         f"{c.method} with refine.folds=1: every image is scored by a flow fitted on it, which can learn it as "
