@@ -90,8 +90,8 @@ def _check_patch(p) -> None:
            f"a divisor or a multiple of every stage map's side ({s} is {side}x{side} at {size}x{size} images)")
 
 
-# efficientnet_lite0's input side and the cumulative stride of each block's output (maml_iqr/models/efficientnet_lite.py), kept here so
-# that checking a config imports no jax.
+# efficientnet_lite0's input side and the cumulative stride of each block's output
+# (maml_iqr/models/efficientnet_lite.py), kept here so that checking a config imports no jax.
 BACKBONE_INPUT_SIZE = 224
 BLOCK_STRIDES = (2, 4, 4, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32)
 

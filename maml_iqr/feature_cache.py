@@ -163,6 +163,15 @@ def _computing(path: str):
     yield
 
 
+def _stamp(path: str) -> tuple | None:
+  """What changes when the file is written again (`write_atomic` replaces it): a read can be skipped if it holds."""
+  try:
+    st = os.stat(path)
+  except FileNotFoundError:
+    return None
+  return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def _append(store: dict, table: str, new: dict) -> dict:
   key, columns = TABLES[table]
   return dict(store, **{c: np.concatenate([store[c], new[c]]) for c in (key,) + columns})
@@ -222,6 +231,7 @@ def features(config, backbone, bparams, images: np.ndarray, dataset_name: str,
   digests = [image_digest(im) for im in images]
   train_rows = np.arange(len(images)) if train_rows is None else np.asarray(train_rows, np.int64)
   wanted = {"eval": np.arange(len(images)), "train": train_rows}
+  seen = _stamp(path)
   store = _read(path, spec) or _empty(spec)
   unsaved = touched = False
   for table, (key, _) in TABLES.items():
@@ -238,7 +248,8 @@ def features(config, backbone, bparams, images: np.ndarray, dataset_name: str,
     if not missing:
       continue
     with _computing(path):
-      on_disk = _read(path, spec)  # what another process computed while this one waited
+      # what another process wrote since this one read the file (it waited for it, or it finished just before)
+      on_disk = _read(path, spec) if _stamp(path) != seen else None
       if on_disk is not None:
         store, found = _take_rows(store, table, on_disk, set(missing))
         missing = [d for d in missing if d not in found]
@@ -253,6 +264,7 @@ def features(config, backbone, bparams, images: np.ndarray, dataset_name: str,
       store = _append(store, table, _compute(table, spec, backbone, bparams,
                                              images[np.asarray([where[d] for d in missing])], missing))
       store = _write(path, spec, store)  # each table as soon as it is done: a killed run keeps it
+      seen = _stamp(path)  # what is on disk is now in `store` (`_write` merged it)
       unsaved = False
   if unsaved:
     store = _write(path, spec, store)
