@@ -1,4 +1,6 @@
-"""Magnetic Tile Defects: the four methods at noise 0, 20, 50 % (share of the defective images, no overlap).
+"""Magnetic Tile Defects: the paper's four methods and the Gaussian floor (gaussian_iqr) at noise 0, 20, 50 %
+(share of the defective images, no overlap), with the CPU table settings (cpu.table_overrides: a 512-wide flow,
+192-epoch final detectors).
 
   python -m launch.sweep --sweep=configs/sweeps/mtd_table.py --workdir=results/mtd
 """
@@ -10,9 +12,10 @@ from configs.sweeps import cpu
 def get_config():
   s = ml_collections.ConfigDict()
   s.experiment = "configs/mtd.py"
-  s.overrides = cpu.overrides()
+  s.overrides = cpu.table_overrides()
   s.categories = ("magnetic_tile",)
   s.noise = cpu.NOISE
   s.seeds = (0, 1, 2)
-  s.methods = cpu.METHODS
+  s.cache_dir = ""  # default <workdir>/cache; content-keyed, so sweeps can share one (--sweep.cache_dir)
+  s.methods = cpu.TABLE_METHODS
   return s

@@ -1,0 +1,48 @@
+"""Paper-format tables from finished runs: the realised contamination in the headers and the removal a cleaning
+ranking allows within the good-image budget, read from each run's suspicious.csv."""
+import json
+
+import numpy as np
+
+from maml_iqr import tables
+
+
+def _run(folder, method, ranked_ids, injected, n_train, removal, seed=0):
+  """A finished run as `launch.main` leaves it: results.json and suspicious.csv (highest score first)."""
+  folder.mkdir(parents=True)
+  n_injected = len(injected)
+  result = {"status": "done", "dataset": "toy", "category": "c", "method": method, "tag": "", "seed": seed,
+            "noise": {"ratio": 0.2}, "auroc": 0.9, "aupr": 0.9, "f1_max": 0.9, "injected_ids": injected,
+            "contamination": {"n_injected": n_injected, "n_train": n_train, "realised": n_injected / n_train},
+            "removal": removal, "refinement": [{"iteration": 0}] if method != "differnet" else [],
+            "timings": {"total_s": 1.0}}
+  (folder / "results.json").write_text(json.dumps(result))
+  lines = ["rank,id,score,removed,iteration_removed"]
+  lines += [f"{k + 1},{i},{len(ranked_ids) - k:.6f},0," for k, i in enumerate(ranked_ids)]
+  (folder / "suspicious.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_ranking_recall_within_budget_and_realised_contamination(tmp_path):
+  good = [f"g{i}" for i in range(40)]
+  injected = [f"d{i}" for i in range(10)]
+  # ranking: 6 injected, then 2 good (5 % of 40), then 2 injected, then 1 good, then the rest
+  ranked = injected[:6] + good[:2] + injected[6:8] + good[2:3] + injected[8:] + good[3:]
+  removal = {"recall": 0.6, "precision": 1.0, "good_lost": 0.0}
+  _run(tmp_path / "maml_iqr", "maml_iqr", ranked, injected, 50, removal)
+  _run(tmp_path / "differnet", "differnet", ranked, injected, 50, {"recall": 0.0, "precision": None, "good_lost": 0})
+  runs = tables.collect(str(tmp_path))
+  by = {r["method"]: r for r in runs}
+  assert by["differnet"]["curve"] is None  # no refinement: nothing ranked
+  curve = by["maml_iqr"]["curve"]
+  # within 2 of 40 good lost (5 %): 8 of 10 injected; within 0: 6; within 3 (7.5 %): all 10
+  assert tables.recall_within(curve, 0.05) == 0.8
+  assert tables.recall_within(curve, 0.0) == 0.6
+  assert tables.recall_within(curve, 0.075) == 1.0
+  np.testing.assert_allclose(curve["good_lost"][-1], 1.0)
+  md = tables.tables(runs)
+  assert "20 % (20.0 % realised)" in md["comparison"]
+  assert "| maml_iqr | 0.800 |" in md["within_budget"]
+  assert "| differnet | - |" in md["within_budget"]
+  assert "| maml_iqr | 0.60 / 0.000 |" in md["removal"]
+  written = tables.write(str(tmp_path), str(tmp_path))
+  assert "removal_curve.png" in written and (tmp_path / "removal_curve.png").stat().st_size > 0
