@@ -43,7 +43,8 @@ def removal_curve(folder: str, r: dict) -> dict | None:
   """(good lost, recall) at every threshold on the run's cleaning ranking, highest score first; None for runs
   that rank nothing (no refinement, no injected images, or no suspicious.csv)."""
   path = os.path.join(folder, "suspicious.csv")
-  if not r.get("refinement") or not r["contamination"]["n_injected"] or not os.path.exists(path):
+  if (not r.get("refinement") or not r["contamination"]["n_injected"] or "injected_ids" not in r
+      or not os.path.exists(path)):  # results.json files before 2026-11 name no injected ids
     return None
   with open(path) as f:
     rows = [row for row in csv.DictReader(f) if row["score"] not in ("", "nan")]
@@ -133,7 +134,8 @@ def tables(runs: list[dict]) -> dict[str, str]:
 def _noise_header(runs, noise: float) -> str:
   """'20 % (14.5 % realised)': the noise level and the injected share of the training sets it made (a range when
   categories differ)."""
-  realised = sorted({round(100 * r["contamination"]["realised"], 1) for r in runs if r["noise"]["ratio"] == noise})
+  realised = sorted({round(100 * r["contamination"]["realised"], 1) for r in runs
+                     if r["noise"]["ratio"] == noise and r["contamination"].get("realised") is not None})
   name = f"{int(round(100 * noise))} %"
   if not realised or realised == [0.0]:
     return name
@@ -205,10 +207,13 @@ def _curve_plot(runs, out_dir) -> list[str]:
     return []
   noises = sorted({r["noise"]["ratio"] for r in ranked})
   grid = np.linspace(0, 0.3, 121)
+  methods = _order({label(r) for r in ranked})  # one colour per method across the panels
   fig, axes = plt.subplots(1, len(noises), figsize=(4.2 * len(noises), 3.6), squeeze=False)
   for ax, n in zip(axes[0], noises):
-    for i, m in enumerate(_order({label(r) for r in ranked if r["noise"]["ratio"] == n})):
+    for i, m in enumerate(methods):
       sel = [r for r in ranked if label(r) == m and r["noise"]["ratio"] == n]
+      if not sel:
+        continue
       # the recall reached within each grid point's loss: a step function of the ranking, so take the max below
       mean = np.mean([[recall_within(r["curve"], g) for g in grid] for r in sel], 0)
       colour = f"C{i}"
