@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from maml_iqr import metrics
 from maml_iqr.io import write_atomic
 
 
@@ -27,21 +28,22 @@ BUDGET = 0.05  # share of the good training images a cleaning may lose (issue 13
 
 def collect(root: str) -> list[dict]:
   """Every finished run (results.json with status 'done') below `root`, with its cleaning ranking's curve under
-  "curve" where it has one (see `removal_curve`)."""
+  "curve" where it has one (see `ranking_curve`)."""
   rows = []
   for folder, _, files in sorted(os.walk(root)):
     if "results.json" in files:
       with open(os.path.join(folder, "results.json")) as f:
         r = json.load(f)
       if r.get("status") == "done":
-        r["curve"] = removal_curve(folder, r)
+        r["curve"] = ranking_curve(folder, r)
         rows.append(r)
   return rows
 
 
-def removal_curve(folder: str, r: dict) -> dict | None:
-  """(good lost, recall) at every threshold on the run's cleaning ranking, highest score first; None for runs
-  that rank nothing (no refinement, no injected images, or no suspicious.csv)."""
+def ranking_curve(folder: str, r: dict) -> dict | None:
+  """`metrics.removal_curve` of the run's cleaning ranking (suspicious.csv against its injected ids): good lost
+  and recall at every threshold; None for runs that rank nothing (no refinement, no injected images, or no
+  suspicious.csv)."""
   path = os.path.join(folder, "suspicious.csv")
   if (not r.get("refinement") or not r["contamination"]["n_injected"] or "injected_ids" not in r
       or not os.path.exists(path)):  # results.json files before 2026-11 name no injected ids
@@ -49,13 +51,9 @@ def removal_curve(folder: str, r: dict) -> dict | None:
   with open(path) as f:
     rows = [row for row in csv.DictReader(f) if row["score"] not in ("", "nan")]
   injected = set(r["injected_ids"])
-  scores = np.array([float(row["score"]) for row in rows])
-  is_injected = np.array([row["id"] in injected for row in rows])
-  order = np.argsort(-scores, kind="stable")
-  n_good = r["contamination"]["n_train"] - r["contamination"]["n_injected"]
-  lost = np.concatenate([[0.0], np.cumsum(~is_injected[order]) / n_good])
-  recall = np.concatenate([[0.0], np.cumsum(is_injected[order]) / len(injected)])
-  return {"good_lost": lost, "recall": recall}
+  good_lost, recall = metrics.removal_curve(np.array([row["id"] in injected for row in rows]),
+                                            np.array([float(row["score"]) for row in rows]))
+  return {"good_lost": good_lost, "recall": recall}
 
 
 def recall_within(curve: dict, budget: float = BUDGET) -> float:

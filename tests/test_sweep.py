@@ -38,7 +38,9 @@ def get_config():
   assert len(done) == 4 and all(json.loads(p.read_text())["status"] == "done" for p in done)
   assert all(json.loads(p.read_text())["tag"] == "k=1" for p in done)
   md = (tmp_path / "out" / "tables.md").read_text()
-  assert "| **mean** |" in md and "maml_iqr [k=1]" in md and "| 0 % | 50 % |" in md
+  assert "| **mean** |" in md and "maml_iqr [k=1]" in md
+  realised = json.loads(next(p for p in done if "noise_0.5" in str(p)).read_text())["contamination"]["realised"]
+  assert f"| 0 % | 50 % ({100 * realised:.1f} % realised) |" in md  # the column names what the noise realised
   csv = (tmp_path / "out" / "results.csv").read_text().splitlines()
   assert len(csv) == 5 and csv[0].startswith("dataset,category,method,tag,noise")
   assert (tmp_path / "out" / "auroc_vs_noise.png").exists()
