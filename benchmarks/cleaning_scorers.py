@@ -28,7 +28,7 @@ from maml_iqr import cleaning, gaussian, run, tables
 from maml_iqr.data import readers
 from maml_iqr.data.contamination import contaminate
 from maml_iqr.io import write_json
-from maml_iqr.metrics import auroc, recall_at_good_lost
+from maml_iqr.metrics import GOOD_LOST_BUDGET, auroc, recall_at_good_lost
 from maml_iqr.models import backbones
 
 config_flags.DEFINE_config_file("config", "configs/mtd.py", "Experiment config (data, backbone, views, folds).")
@@ -37,7 +37,6 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (each its own split and injec
 flags.DEFINE_list("roots", [], "Sweep folders whose recorded flow scores join the table.")
 flags.DEFINE_string("out", None, "JSON file for the figures.")
 FLAGS = flags.FLAGS
-GOOD_LOST_BUDGET = 0.05  # issue 13: at most 5 % of the good images lost
 
 
 def mahalanobis(fit_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ from maml_iqr import gaussian, run
 from maml_iqr.data import readers
 from maml_iqr.data.contamination import contaminate
 from maml_iqr.io import write_json
-from maml_iqr.metrics import auroc, recall_at_good_lost
+from maml_iqr.metrics import GOOD_LOST_BUDGET, auroc, recall_at_good_lost
 from maml_iqr.models import backbones
 from maml_iqr.models import efficientnet_lite as enet
 
@@ -45,7 +45,6 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 flags.DEFINE_string("cache_dir", "results/cache", "Where the sweeps' prepared data and this script's features live.")
 flags.DEFINE_string("out", None, "JSON file for the figures.")
 FLAGS = flags.FLAGS
-GOOD_LOST_BUDGET = 0.05  # issue 13: at most 5 % of the good images lost
 STAGES = ("stride4", "stride8", "stride16", "stride32")
 POOLINGS = tuple(enet.POOLINGS)
 S8_32 = ("stride8", "stride16", "stride32")

@@ -17,13 +17,13 @@ import numpy as np
 from absl import app, flags
 
 from maml_iqr.io import write_json
+from maml_iqr.metrics import GOOD_LOST_BUDGET
 from maml_iqr.refine import holds
 
 flags.DEFINE_list("roots", ["results/stop_rule_elpv", "results/stop_rule_mtd"], "Sweep folders.")
 flags.DEFINE_string("out", None, "JSON file for the figures.")
 FLAGS = flags.FLAGS
 TOLERANCES = (0.0, 0.5, 1.0, 2.0, 100.0)
-GOOD_LOST_BUDGET = 0.05
 
 
 def replay(results: dict, tolerance: float, patience: int = 1) -> int:

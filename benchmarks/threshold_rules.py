@@ -23,6 +23,7 @@ from maml_iqr import cleaning, run
 from maml_iqr.data import readers
 from maml_iqr.data.contamination import contaminate
 from maml_iqr.io import write_json
+from maml_iqr.metrics import GOOD_LOST_BUDGET
 from maml_iqr.models import backbones
 
 flags.DEFINE_list("sets", ["mtd", "elpv"], "Ablation experiments (configs/sweeps/ablation.py).")
@@ -31,7 +32,6 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 flags.DEFINE_string("cache_dir", "results/cache", "The sweeps' feature cache.")
 flags.DEFINE_string("out", None, "JSON file for the figures.")
 FLAGS = flags.FLAGS
-GOOD_LOST_BUDGET = 0.05  # issue 13: at most 5 % of the good images lost
 RULES = {"k=0.5": {"k": 0.5}, "k=1": {"k": 1.0}, "k=1.5 (the ablation's)": {"k": 1.5}, "k=2": {"k": 2.0},
          "val-good q=0.95": {"auto_k_quantile": 0.95}, "val-good q=0.99": {"auto_k_quantile": 0.99}}
 

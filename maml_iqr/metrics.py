@@ -82,10 +82,18 @@ def removal_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
   return np.r_[0.0, fp / (~labels).sum()], np.r_[0.0, tp / labels.sum()]
 
 
-def recall_at_good_lost(labels, scores, budget: float) -> float:
+GOOD_LOST_BUDGET = 0.05  # share of the good training images a cleaning may lose (issue 13: recall >= 0.9 within it)
+
+
+def recall_within(good_lost, recall, budget: float = GOOD_LOST_BUDGET) -> float:
+  """The highest recall on a removal curve (`removal_curve`) whose share of good images lost stays within
+  `budget`; the 1e-12 lets a budget computed in floating point (a plot's grid) include the point it names."""
+  return float(np.max(recall[good_lost <= budget + 1e-12]))
+
+
+def recall_at_good_lost(labels, scores, budget: float = GOOD_LOST_BUDGET) -> float:
   """The highest share of defective images any threshold removes while losing at most `budget` of the good."""
-  good_lost, recall = removal_curve(labels, scores)
-  return float(recall[good_lost <= budget].max())
+  return recall_within(*removal_curve(labels, scores), budget)
 
 
 def f1_max(labels, scores) -> float:

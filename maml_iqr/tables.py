@@ -23,7 +23,7 @@ from maml_iqr import metrics
 from maml_iqr.io import write_atomic
 
 
-BUDGET = 0.05  # share of the good training images a cleaning may lose (issue 13's goal: recall >= 0.9 within it)
+BUDGET = metrics.GOOD_LOST_BUDGET
 
 
 def collect(root: str) -> list[dict]:
@@ -57,8 +57,8 @@ def ranking_curve(folder: str, r: dict) -> dict | None:
 
 
 def recall_within(curve: dict, budget: float = BUDGET) -> float:
-  """The highest recall the ranking reaches while losing at most `budget` of the good images."""
-  return float(np.max(curve["recall"][curve["good_lost"] <= budget + 1e-12]))
+  """`metrics.recall_within` of a `ranking_curve`."""
+  return metrics.recall_within(curve["good_lost"], curve["recall"], budget)
 
 
 ORDER = ["differnet", "one_shot", "iterative", "maml_iqr", "gaussian_iqr", "patch_iqr"]
@@ -198,7 +198,8 @@ def _plots(runs, out_dir) -> list[str]:
 
 def _curve_plot(runs, out_dir) -> list[str]:
   """removal_curve.png: one panel per noise level, per method the recall against the share of good images lost
-  along its ranking (mean over runs on a common grid), each run's stopping point as a dot, the budget dotted."""
+  along its ranking (mean over runs on a common grid), each run's stopping point as a dot, the budget dotted.
+  benchmarks/removal_curve.py plots the same axes for a run's first scoring instead of its final ranking."""
   import matplotlib.pyplot as plt
   ranked = [r for r in runs if r.get("curve")]
   if not ranked:
