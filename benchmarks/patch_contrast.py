@@ -29,12 +29,12 @@ maml_iqr/patches.py), computing the pairs it does not hold.
 import numpy as np
 from absl import app, flags
 
-from benchmarks.patch_scores import GOOD_LOST_BUDGET, nn_patch_scores, scorer_means, set_distances, top_mean
+from benchmarks.patch_scores import nn_patch_scores, scorer_means, set_distances, top_mean
 from configs.sweeps import ablation
 from maml_iqr import patches as patches_lib
 from maml_iqr import run
 from maml_iqr.io import write_json
-from maml_iqr.metrics import auroc, recall_at_good_lost
+from maml_iqr.metrics import GOOD_LOST_BUDGET, auroc, recall_at_good_lost
 
 FLAGS = flags.FLAGS
 

@@ -37,11 +37,11 @@ import dataclasses
 import numpy as np
 from absl import app, flags
 
-from benchmarks.patch_scores import GOOD_LOST_BUDGET, set_distances
+from benchmarks.patch_scores import set_distances
 from maml_iqr import patches as patches_lib
 from maml_iqr import run
 from maml_iqr.io import write_json
-from maml_iqr.metrics import auroc, recall_at_good_lost
+from maml_iqr.metrics import GOOD_LOST_BUDGET, auroc, recall_at_good_lost
 
 FLAGS = flags.FLAGS
 Recipe = patches_lib.Recipe

@@ -6,7 +6,7 @@ headers give the noise level and the contamination it realised in the training s
 
 Removal is read two ways: where the run stopped (recall of the injected images, share of the good ones lost) and
 what its cleaning ranking allows (`suspicious.csv`: each image's score from the last iteration that scored it):
-the recall at the largest threshold that loses at most `BUDGET` of the good images, and the whole
+the recall at the largest threshold that loses at most `metrics.GOOD_LOST_BUDGET` of the good images, and the whole
 recall / good-lost curve (removal_curve.png), each run's stopping point marked on it.
 """
 from __future__ import annotations
@@ -22,8 +22,6 @@ import numpy as np
 from maml_iqr import metrics
 from maml_iqr.io import write_atomic
 
-
-BUDGET = metrics.GOOD_LOST_BUDGET
 
 
 def collect(root: str) -> list[dict]:
@@ -55,10 +53,6 @@ def ranking_curve(folder: str, r: dict) -> dict | None:
                                             np.array([float(row["score"]) for row in rows]))
   return {"good_lost": good_lost, "recall": recall}
 
-
-def recall_within(curve: dict, budget: float = BUDGET) -> float:
-  """`metrics.recall_within` of a `ranking_curve`."""
-  return metrics.recall_within(curve["good_lost"], curve["recall"], budget)
 
 
 ORDER = ["differnet", "one_shot", "iterative", "maml_iqr", "gaussian_iqr", "patch_iqr"]
@@ -117,15 +111,17 @@ def tables(runs: list[dict]) -> dict[str, str]:
       rec = [r["removal"]["recall"] for r in sel if r["removal"]["recall"] is not None]
       lost = [r["removal"]["good_lost"] for r in sel]
       rcells.append((f"{np.mean(rec):.2f}" if rec else "-") + " / " + (f"{np.mean(lost):.3f}" if lost else "-"))
-      wcells.append(_cell([recall_within(r["curve"]) for r in sel if r.get("curve")]))
+      wcells.append(_cell([metrics.recall_within(r["curve"]["good_lost"], r["curve"]["recall"])
+                          for r in sel if r.get("curve")]))
     comp += f"| {m} | " + " | ".join(cells) + " |\n"
     rem += f"| {m} | " + " | ".join(rcells) + " |\n"
     within += f"| {m} | " + " | ".join(wcells) + " |\n"
   out["comparison"] = "### Methods compared: test image AUROC (mean ± std over seeds and categories)\n\n" + comp
   out["removal"] = ("### Removal where the run stopped: recall of the injected images / share of the good images "
                     "lost\n\n" + rem)
-  out["within_budget"] = (f"### Removal the cleaning ranking allows: recall at <= {100 * BUDGET:.0f} % of the good images "
-                          "lost (suspicious.csv; mean ± std over seeds)\n\n" + within)
+  out["within_budget"] = ("### Removal the cleaning ranking allows: recall at <= "
+                          f"{100 * metrics.GOOD_LOST_BUDGET:.0f} % of the good images lost (suspicious.csv; "
+                          "mean ± std over seeds)\n\n" + within)
   return out
 
 
@@ -214,12 +210,13 @@ def _curve_plot(runs, out_dir) -> list[str]:
       if not sel:
         continue
       # the recall reached within each grid point's loss: a step function of the ranking, so take the max below
-      mean = np.mean([[recall_within(r["curve"], g) for g in grid] for r in sel], 0)
+      mean = np.mean([[metrics.recall_within(r["curve"]["good_lost"], r["curve"]["recall"], g) for g in grid]
+                     for r in sel], 0)
       colour = f"C{i}"
       ax.plot(100 * grid, mean, color=colour, label=f"{m} ({len(sel)})")
       ax.scatter([100 * r["removal"]["good_lost"] for r in sel], [r["removal"]["recall"] for r in sel],
                  color=colour, s=14, zorder=3)
-    ax.axvline(100 * BUDGET, color="grey", ls=":")
+    ax.axvline(100 * metrics.GOOD_LOST_BUDGET, color="grey", ls=":")
     ax.set(xlabel="good images lost (%)", ylabel="recall of injected images", ylim=(0, 1.02),
            title=f"noise {int(round(100 * n))} %")
     ax.legend(fontsize=7, loc="lower right")

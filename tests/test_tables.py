@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from maml_iqr import tables
+from maml_iqr import metrics, tables
 
 
 def _run(folder, method, ranked_ids, injected, n_train, removal, seed=0):
@@ -35,9 +35,9 @@ def test_ranking_recall_within_budget_and_realised_contamination(tmp_path):
   assert by["differnet"]["curve"] is None  # no refinement: nothing ranked
   curve = by["maml_iqr"]["curve"]
   # within 2 of 40 good lost (5 %): 8 of 10 injected; within 0: 6; within 3 (7.5 %): all 10
-  assert tables.recall_within(curve, 0.05) == 0.8
-  assert tables.recall_within(curve, 0.0) == 0.6
-  assert tables.recall_within(curve, 0.075) == 1.0
+  assert metrics.recall_within(curve["good_lost"], curve["recall"], 0.05) == 0.8
+  assert metrics.recall_within(curve["good_lost"], curve["recall"], 0.0) == 0.6
+  assert metrics.recall_within(curve["good_lost"], curve["recall"], 0.075) == 1.0
   np.testing.assert_allclose(curve["good_lost"][-1], 1.0)
   md = tables.tables(runs)
   assert "20 % (20.0 % realised)" in md["comparison"]
