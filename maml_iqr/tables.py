@@ -23,7 +23,6 @@ from maml_iqr import metrics
 from maml_iqr.io import write_atomic
 
 
-
 def collect(root: str) -> list[dict]:
   """Every finished run (results.json with status 'done') below `root`, with its cleaning ranking's curve under
   "curve" where it has one (see `ranking_curve`)."""
@@ -52,7 +51,6 @@ def ranking_curve(folder: str, r: dict) -> dict | None:
   good_lost, recall = metrics.removal_curve(np.array([row["id"] in injected for row in rows]),
                                             np.array([float(row["score"]) for row in rows]))
   return {"good_lost": good_lost, "recall": recall}
-
 
 
 ORDER = ["differnet", "one_shot", "iterative", "maml_iqr", "gaussian_iqr", "patch_iqr"]
