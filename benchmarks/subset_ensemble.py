@@ -43,7 +43,7 @@ from ml_collections import config_flags
 from benchmarks import common
 from configs.sweeps import ablation, cpu
 from maml_iqr import cleaning, maml, metrics, run, xla_flags
-from maml_iqr.common import log, stage_rng
+from maml_iqr.common import log
 from maml_iqr.io import write_json
 
 config_flags.DEFINE_config_file("config", None, "Experiment config (configs/*.py).", lock_config=False)
@@ -57,19 +57,18 @@ FLAGS = flags.FLAGS
 
 def adapted_score_matrix(ctx, meta_params, pool: np.ndarray, n_flows: int, n_support: int, rows: dict, stage):
   """Scores (n_flows, n) of `rows[name]` (n, V, D) by the meta-parameters adapted to `n_flows` support sets of
-  `n_support` images drawn from `pool`; also returns the support sets (n_flows, n_support)."""
-  rng = stage_rng(ctx.config.seed, 4, *stage)
-  supports = np.stack([rng.choice(pool, n_support, replace=False) for _ in range(n_flows)])
-  adapt = cleaning._adapt(ctx.flow, cleaning.maml_config(ctx.config))  # pylint: disable=protected-access
+  `n_support` images drawn from `pool` (`cleaning.adapted_flows`); also returns the support sets."""
   out = {name: np.zeros((n_flows, len(x)), np.float32) for name, x in rows.items()}
+  supports = []
   start = time.time()
-  for j, s in enumerate(supports):
-    score = cleaning.flow_scorer(ctx, adapt(meta_params, cleaning.task_rows(ctx, rng, s)))
+  for j, (support, params) in enumerate(cleaning.adapted_flows(ctx, meta_params, pool, n_flows, n_support, stage)):
+    score = cleaning.flow_scorer(ctx, params)
     for name, x in rows.items():
       out[name][j] = score(x)
+    supports.append(support)
     if j in (0, 1, n_flows // 4, n_flows // 2):
       log(f"  {'/'.join(map(str, stage))}: {j + 1} of {n_flows} adapted flows scored, {time.time() - start:.0f} s")
-  return out, supports
+  return out, np.stack(supports)
 
 
 def figures(injected, train_scores, val_labels, val_scores) -> dict:
@@ -107,10 +106,10 @@ def one_seed(c, seed: int) -> dict:
     t = time.time()
     m16, _ = adapted_score_matrix(ctx, params, fit_on, FLAGS.flows, 16, rows, (1, f))
     seconds["cross_fit_score_64_s16"] += time.time() - t
-    plain = {name: cleaning.flow_scorer(ctx, params)(x) for name, x in rows.items()}
+    unadapted = {name: cleaning.flow_scorer(ctx, params)(x) for name, x in rows.items()}
     for name, tr, va in (("cross_fit_4", m4["train"][:4].mean(0), m4["val"][:4].mean(0)),
                          ("cross_fit_64", m4["train"].mean(0), m4["val"].mean(0)),
-                         ("cross_fit_0", plain["train"], plain["val"]),
+                         ("cross_fit_0", unadapted["train"], unadapted["val"]),
                          ("cross_fit_64_s16", m16["train"].mean(0), m16["val"].mean(0))):
       cross[name][0][target] = cleaning.robust_standardise(tr, tr)
       cross[name][1][:] += cleaning.robust_standardise(va, tr) / 2
@@ -131,8 +130,8 @@ def one_seed(c, seed: int) -> dict:
     outside[np.arange(FLAGS.flows)[:, None], supports] = False
     tr = (m["train"] * outside).sum(0) / np.maximum(outside.sum(0), 1)
     arms[name] = figures(injected, tr, split.val.labels, m["val"].mean(0))
-  plain = cleaning.flow_scorer(ctx, params)
-  arms["whole_0"] = figures(injected, plain(train), split.val.labels, plain(val))
+  whole_start = cleaning.flow_scorer(ctx, params)
+  arms["whole_0"] = figures(injected, whole_start(train), split.val.labels, whole_start(val))
   return {"seed": seed, "n_train": n, "n_injected": int(injected.sum()), "arms": arms,
           "seconds": {k: round(v, 1) for k, v in seconds.items()}}
 

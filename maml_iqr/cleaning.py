@@ -218,17 +218,24 @@ def meta_train(ctx: Context, mask: np.ndarray, params, stage: tuple):
   return params, losses, diag
 
 
+def adapted_flows(ctx: Context, meta_params, pool: np.ndarray, n_flows: int, n_support: int, stage: tuple):
+  """Yields (support, adapted parameters) for `n_flows` support sets of `n_support` images drawn from the indices
+  in `pool`, each adapted from `meta_params` by the inner loop the meta-objective trains. A generator, so that an
+  ensemble of many adapted flows is scored one flow at a time."""
+  rng = stage_rng(ctx.config.seed, 4, *stage)
+  supports = np.stack([rng.choice(pool, n_support, replace=False) for _ in range(n_flows)])
+  adapt = _adapt(ctx.flow, maml_config(ctx.config))
+  for s in supports:
+    yield s, adapt(meta_params, task_rows(ctx, rng, s))
+
+
 def adapted_scorers(ctx: Context, meta_params, mask: np.ndarray, stage: tuple) -> list:
   """The meta-parameters adapted by the inner loop to `maml.score_tasks` support sets drawn from the images in
   `mask`, each of a task's support size: exactly the adaptation the meta-objective was trained for."""
-  c = ctx.config
-  cfg = maml_config(c)
-  rng = stage_rng(c.seed, 4, *stage)
-  n_support = maml.support_size(c.maml.task_size, c.maml.query_fraction)
-  idx = np.flatnonzero(mask)
-  supports = np.stack([rng.choice(idx, n_support, replace=False) for _ in range(c.maml.score_tasks)])
-  adapt = _adapt(ctx.flow, cfg)
-  return [flow_scorer(ctx, adapt(meta_params, task_rows(ctx, rng, s))) for s in supports]
+  m = ctx.config.maml
+  flows = adapted_flows(ctx, meta_params, np.flatnonzero(mask), m.score_tasks,
+                        maml.support_size(m.task_size, m.query_fraction), stage)
+  return [flow_scorer(ctx, params) for _, params in flows]
 
 
 def fit_meta(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:
