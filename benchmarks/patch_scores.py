@@ -142,26 +142,51 @@ def calibrated_removal(d: np.ndarray, d_val: np.ndarray, injected: np.ndarray, b
   return removal_passes(d, injected, threshold, passes)
 
 
-def set_distances(set_name: str, category: str, cache_dir: str, noises, seeds,
-                  recipe: patches_lib.Recipe = patches_lib.RECIPE):
-  """The benchmark's splits of an ablation set ({(noise, seed): split}), the distance tables over all its images
-  with their pooled patches (from the runs' cache), and each image id's row in them."""
+@dataclasses.dataclass(frozen=True)
+class SetData:
+  """An ablation set as the benchmark reads it: its cell config, backbone, dataset and the runs' splits."""
+  base: object
+  backbone: object
+  bparams: object
+  dataset: object
+  splits: dict  # {(noise, seed): split}
+
+
+def set_data(set_name: str, category: str, cache_dir: str, noises, seeds) -> SetData:
+  """The benchmark's splits of an ablation set, made as its runs make them (`contaminate`)."""
   sweep = ablation.get_config(f"{set_name}/gaussian_iqr")
   base = cell_config(sweep, dict(category=category or sweep.categories[0], method="gaussian_iqr", noise=0.0, seed=0,
                                  variant="", arm="gaussian_iqr"), "")
+  base.cache_dir = cache_dir  # the runs' feature and patch distance caches: what a run saw is reused
   backbone = backbones.get_backbone(base.backbone.name, base.backbone.weights_path or None,
                                     tuple(base.backbone.stages))
-  backbone = dataclasses.replace(backbone, input_size=recipe.side(backbone.input_size))
   dataset = readers.read(base.data, backbone.input_size, prepared_dir=f"{cache_dir}/tfds")
   splits = {(noise, seed): contaminate(dataset, noise, base.noise.mode, base.noise.overlap, seed,
                                        base.noise.on_shortage, base.noise.val_fraction)
             for noise in map(float, noises) for seed in map(int, seeds)}
+  return SetData(base, backbone, backbone.load(), dataset, splits)
+
+
+def distances(data: SetData, recipe: patches_lib.Recipe = patches_lib.RECIPE):
+  """The distance tables over all the set's images with their pooled patches (from the runs' cache), and each
+  image id's row in them."""
+  backbone, dataset = data.backbone, data.dataset
+  if recipe.side(backbone.input_size) != backbone.input_size:
+    backbone = dataclasses.replace(backbone, input_size=recipe.side(backbone.input_size))
+    dataset = readers.read(data.base.data, backbone.input_size, prepared_dir=f"{data.base.cache_dir}/tfds")
   ids = list(dataset.train.ids) + list(dataset.test.ids)  # every image a split may put in its training set
-  base.cache_dir = cache_dir  # the runs' patch distance cache (maml_iqr/patches.py): pairs a run saw are reused
-  d_all, patches = patches_lib.cached_distances(base, backbone, backbone.load(),
+  d_all, patches = patches_lib.cached_distances(data.base, backbone, data.bparams,
                                                 np.concatenate([dataset.train.images, dataset.test.images]),
                                                 f"{dataset.name}_{dataset.category}", recipe)
-  return splits, d_all, patches.mean(1), {i: r for r, i in enumerate(ids)}
+  return d_all, patches.mean(1), {i: r for r, i in enumerate(ids)}
+
+
+def set_distances(set_name: str, category: str, cache_dir: str, noises, seeds,
+                  recipe: patches_lib.Recipe = patches_lib.RECIPE):
+  """The benchmark's splits of an ablation set ({(noise, seed): split}), the distance tables over all its images
+  with their pooled patches, and each image id's row in them."""
+  data = set_data(set_name, category, cache_dir, noises, seeds)
+  return (data.splits,) + distances(data, recipe)
 
 
 def scorer_means(runs: list[dict], noise: float) -> dict:
