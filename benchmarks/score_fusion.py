@@ -17,7 +17,9 @@ highest Magnetic Tile mean. It is then confirmed on elpv poly, which no choice h
 --category=poly`), if its mean there is not more than 0.01 below the patch score's; otherwise nothing changes.
 
 Also printed, to read the result: how many injected images each scorer alone finds within the budget and how
-many both find (the overlap the fusion can exploit). The splits are the runs' own (`contaminate`); only the
+many both find (the overlap the fusion can exploit), and which injected images the patch score misses: their
+defect class (the first folder of the id) and the share of their pixels the ground-truth mask marks defective,
+where the dataset has masks (Magnetic Tile), against those it finds. The splits are the runs' own (`contaminate`); only the
 training set's injected flags are read, never a test label.
 
   python -m benchmarks.score_fusion --set=mtd --out=results/benchmarks/score_fusion_mtd.json
@@ -59,6 +61,33 @@ def found_within_budget(injected: np.ndarray, scores: np.ndarray) -> np.ndarray:
   return injected & (scores > (good[allowed] if allowed < len(good) else -np.inf))
 
 
+def injected_kinds(dataset, split) -> list[dict]:
+  """Class and defect area (share of mask pixels; None without masks) of each injected image, in training order."""
+  test = {i: r for r, i in enumerate(dataset.test.ids)}
+  injected = set(split.injected_ids)
+  return [{"class": i.split("/")[0],
+           "area": None if dataset.test.masks is None else float(dataset.test.masks[test[i]].mean())}
+          for i in split.train.ids if i in injected]
+
+
+def misses(runs: list[dict]) -> dict:
+  """Per noise level, over seeds: the patch score's finds within the budget per defect class, and the defect
+  area quartiles of the injected images it finds and misses."""
+  out = {}
+  for noise in sorted({r["noise"] for r in runs}):
+    kinds = [k for r in runs if r["noise"] == noise for k in r["injected"]]
+    per_class = {c: [sum(k["found_by_patch"] for k in kinds if k["class"] == c),
+                     sum(k["class"] == c for k in kinds)] for c in sorted({k["class"] for k in kinds})}
+    areas = {f: [k["area"] for k in kinds if k["found_by_patch"] == f and k["area"] is not None] for f in (True, False)}
+    out[f"{noise:.0%}"] = {"found_of_injected_per_class": per_class, "area_quartiles": {
+        ("found" if f else "missed"): np.percentile(a, [25, 50, 75]).tolist() if a else None for f, a in areas.items()}}
+    print(f"  {noise:>4.0%} patch finds per class (found / injected, 3 seeds): "
+          + ", ".join(f"{c} {n}/{t}" for c, (n, t) in per_class.items())
+          + "; defect area quartiles found " + str(out[f"{noise:.0%}"]["area_quartiles"]["found"])
+          + " missed " + str(out[f"{noise:.0%}"]["area_quartiles"]["missed"]))
+  return out
+
+
 def main(argv):
   del argv
   data = set_data(FLAGS.set, FLAGS.category, FLAGS.cache_dir, FLAGS.noise, FLAGS.seeds)
@@ -78,16 +107,20 @@ def main(argv):
     by_patch, by_gauss = (found_within_budget(injected, scores[k]) for k in ("patch", "gauss"))
     found = {"patch": int(by_patch.sum()), "gauss": int(by_gauss.sum()), "both": int((by_patch & by_gauss).sum()),
              "either": int((by_patch | by_gauss).sum()), "injected": int(injected.sum())}
-    runs.append({"noise": noise, "seed": seed, "scorers": figs, "found_within_budget": found})
+    kinds = injected_kinds(data.dataset, split)
+    for kind, hit in zip(kinds, by_patch[injected]):
+      kind["found_by_patch"] = bool(hit)
+    runs.append({"noise": noise, "seed": seed, "scorers": figs, "found_within_budget": found, "injected": kinds})
     print(f"{noise:.0%} seed {seed}: " + ", ".join(f"{k} {v['auroc']:.3f} / {v['recall']:.2f}" for k, v in figs.items())
           + f"; found within budget {found}", flush=True)
   print(f"\nmean over seeds: cleaning AUROC / recall at <= {GOOD_LOST_BUDGET:.0%} good lost")
   summary = {f"{n:.0%}": scorer_means([r for r in runs if r["noise"] == n], n) for n in map(float, FLAGS.noise)}
   overall = {k: float(np.mean([r["scorers"][k]["recall"] for r in runs])) for k in runs[0]["scorers"]}
   print("mean recall over all runs: " + ", ".join(f"{k} {v:.3f}" for k, v in overall.items()))
+  missed = misses(runs)
   if FLAGS.out:
     write_json(FLAGS.out, {"set": FLAGS.set, "category": FLAGS.category, "budget": GOOD_LOST_BUDGET,
-                           "mean_recall": overall, "summary": summary, "runs": runs})
+                           "mean_recall": overall, "summary": summary, "patch_misses": missed, "runs": runs})
 
 
 if __name__ == "__main__":
