@@ -71,6 +71,27 @@ def test_every_sweep_config_loads_and_names_real_experiments():
     load_experiment(os.path.join(REPO, sweep.experiment))  # the experiment config it names exists
 
 
+def test_table_sweeps_run_the_cleaners_at_their_recommended_settings_on_request():
+  """`:recommended` swaps the tables' shared-settings methods for the recommended arms, with the same data, noise,
+  seeds and final detector; a misspelt arm is refused."""
+  from configs.sweeps import cpu, mtd_table
+  from launch.sweep import cell_config, cell_dir
+  plain, rec = mtd_table.get_config(), mtd_table.get_config("recommended/patch_iqr")
+  todo = cells(rec)
+  assert {c["arm"] for c in todo} == {"patch_iqr"} and len(todo) == len(plain.noise) * len(plain.seeds)
+  c = cell_config(rec, todo[0], "/r")
+  base = cell_config(plain, dict(todo[0], method="gaussian_iqr", arm=""), "/r")
+  assert c.method == "patch_iqr" and (c.refine.folds, c.refine.k, c.refine.val_tolerance_se) == (1, 1.0, 100.0)
+  assert base.refine.folds == 2 and c.train.to_dict() == base.train.to_dict() and c.flow.to_dict() == base.flow.to_dict()
+  assert c.tag == "" and cell_dir("/r", todo[0]).startswith("/r/magnetic_tile/patch_iqr/")
+  both = cells(mtd_table.get_config("recommended"))
+  assert {x["arm"] for x in both} == set(cpu.RECOMMENDED_ARMS)
+  whole = cell_config(mtd_table.get_config("recommended"), [x for x in both if x["arm"] == "gaussian_iqr_whole"][0], "/r")
+  assert whole.method == "gaussian_iqr" and whole.refine.folds == 1 and whole.tag == "gaussian_iqr_whole"
+  with pytest.raises(ValueError, match="recommended"):
+    mtd_table.get_config("recommended/patch")
+
+
 def test_arms_set_method_and_settings_together():
   """An ablation's arms: one cell per arm, each with its own method and overrides, in its own folder, and the
   tag names the arm where the method alone would not (tables tell `maml_iqr` from `maml_iqr [objective_none]`)."""

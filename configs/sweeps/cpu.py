@@ -29,3 +29,26 @@ def table_overrides() -> ml_collections.ConfigDict:
   c = overrides()
   c.train = {"meta_epochs": 24, "sub_epochs": 8}
   return c
+
+
+# Cleaners at their own recommended settings (README: gaussian_iqr fitted on the whole kept set, "A Gaussian finds
+# the defects better than the flows"; patch_iqr at k = 1 without the stopping rule, "Patch-level scores find
+# more"), beside the tables' shared-settings rows: `configs/sweeps/elpv_table.py:recommended[/ARM1+ARM2]`.
+RECOMMENDED_ARMS = {
+    "patch_iqr": {"method": "patch_iqr", "refine": {"folds": 1, "k": 1.0, "val_tolerance_se": 100.0}},
+    "gaussian_iqr_whole": {"method": "gaussian_iqr", "refine": {"folds": 1}},
+}
+
+
+def with_arms(s: ml_collections.ConfigDict, arg: str, where: str) -> ml_collections.ConfigDict:
+  """A table sweep `s` as given (arg ''), or its cells run by the recommended arms instead of `s.methods`
+  (arg 'recommended', or 'recommended/ARM1+ARM2' for some of them), same data, noise, seeds and final detector."""
+  if not arg:
+    return s
+  name, _, only = arg.partition("/")
+  arms = only.split("+") if only else list(RECOMMENDED_ARMS)
+  if name != "recommended" or set(arms) - set(RECOMMENDED_ARMS):
+    raise ValueError(f"{where}:{arg}: expected 'recommended' or 'recommended/ARM1+ARM2' with arms from "
+                     f"{sorted(RECOMMENDED_ARMS)}")
+  s.arms = ml_collections.ConfigDict({a: RECOMMENDED_ARMS[a] for a in arms})
+  return s

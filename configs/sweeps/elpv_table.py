@@ -3,13 +3,16 @@
 192-epoch final detectors).
 
   python -m launch.sweep --sweep=configs/sweeps/elpv_table.py --workdir=results/elpv
+
+`:recommended` (or `:recommended/patch_iqr`) runs the cleaners at their own recommended settings instead
+(cpu.RECOMMENDED_ARMS), into the same workdir, so that the tables show them beside the shared-settings rows.
 """
 import ml_collections
 
 from configs.sweeps import cpu
 
 
-def get_config():
+def get_config(arg: str = ""):
   s = ml_collections.ConfigDict()
   s.experiment = "configs/elpv.py"
   s.overrides = cpu.table_overrides()
@@ -18,4 +21,4 @@ def get_config():
   s.seeds = (0, 1, 2)
   s.cache_dir = ""  # default <workdir>/cache; content-keyed, so sweeps can share one (--sweep.cache_dir)
   s.methods = cpu.TABLE_METHODS
-  return s
+  return cpu.with_arms(s, arg, "configs/sweeps/elpv_table.py")
