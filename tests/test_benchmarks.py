@@ -126,3 +126,25 @@ def test_calibrated_removal_spends_the_stated_budget_of_good_images():
   injected[280:] = True
   (recall, good_lost), = patch_scores.calibrated_removal(d[train][:, :, train], d[val][:, :, train], injected, 0.05, 1)
   assert recall == 1.0 and 0.015 <= good_lost <= 0.10, (recall, good_lost)
+
+
+def test_score_fusion_counts_the_injected_images_the_budget_point_removes():
+  """The images `found_within_budget` marks are exactly the recall that `recall_at_good_lost` reads (ties
+  included); every fusion ignores the two scores' scales, and the z-score fusions rank an image either scorer
+  finds far off above the rest."""
+  from benchmarks import score_fusion
+  from maml_iqr.metrics import recall_at_good_lost
+  rng = np.random.default_rng(3)
+  for _ in range(50):
+    injected = rng.random(200) < 0.2
+    scores = np.round(rng.normal(size=200) + injected * 2 * rng.random(), 1)
+    found = score_fusion.found_within_budget(injected, scores)
+    assert not (found & ~injected).any()
+    assert found.sum() / injected.sum() == recall_at_good_lost(injected, scores)
+  patch, gauss = rng.normal(size=100), rng.normal(size=100)
+  patch[0], gauss[1] = 50.0, 50.0
+  fused = score_fusion.fusions(patch, gauss)
+  rescaled = score_fusion.fusions(3.0 * patch + 7.0, 1000.0 * gauss)  # scales apart: no fusion may care
+  for name in fused:
+    np.testing.assert_allclose(fused[name], rescaled[name], atol=1e-9, err_msg=name)
+  assert set(np.argsort(fused["z_max"])[-2:]) == {0, 1} and set(np.argsort(fused["z_mean"])[-2:]) == {0, 1}
