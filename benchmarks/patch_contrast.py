@@ -29,7 +29,7 @@ maml_iqr/patches.py), computing the pairs it does not hold.
 import numpy as np
 from absl import app, flags
 
-from benchmarks.patch_scores import nn_patch_scores, scorer_means, set_distances, top_mean
+from benchmarks.patch_scores import define_set_flags, nn_patch_scores, scorer_means, set_distances, top_mean
 from configs.sweeps import ablation
 from maml_iqr import patches as patches_lib
 from maml_iqr import run
@@ -80,10 +80,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("set", "mtd", "Ablation experiment (configs/sweeps/ablation.py).")
-  flags.DEFINE_string("category", "", "Another category of the set's data (elpv: poly), for the held-out check.")
-  flags.DEFINE_list("noise", ["0.2", "0.3", "0.5"], "Noise ratios.")
-  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
-  flags.DEFINE_string("cache_dir", "results/cache", "Where the prepared data and the patch distances live.")
-  flags.DEFINE_string("out", None, "JSON file for the figures.")
+  define_set_flags()
   app.run(main)

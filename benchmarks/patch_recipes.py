@@ -37,7 +37,7 @@ import dataclasses
 import numpy as np
 from absl import app, flags
 
-from benchmarks.patch_scores import set_distances
+from benchmarks.patch_scores import define_set_flags, set_distances
 from maml_iqr import patches as patches_lib
 from maml_iqr import run
 from maml_iqr.io import write_json
@@ -94,11 +94,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("set", "mtd", "Ablation experiment (configs/sweeps/ablation.py).")
-  flags.DEFINE_string("category", "", "Another category of the set's data (elpv: poly), for the held-out check.")
-  flags.DEFINE_list("noise", ["0.2", "0.3", "0.5"], "Noise ratios.")
-  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+  define_set_flags()
   flags.DEFINE_list("recipes", list(CANDIDATES), f"Recipes to measure, of {list(CANDIDATES)}.")
-  flags.DEFINE_string("cache_dir", "results/cache", "Where the prepared data and the patch distances live.")
-  flags.DEFINE_string("out", None, "JSON file for the figures.")
   app.run(main)

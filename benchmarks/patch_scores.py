@@ -244,17 +244,22 @@ def main(argv):
                            "summary": summary, "runs": runs})
 
 
-def define_flags():
-  """Defined only when run as a script, so that tests can import the scorers beside other modules' --out."""
+def define_set_flags():
+  """The flags every patch benchmark shares (which set, splits, cache, output). Defined only when run as a script,
+  so that tests can import the scorers beside other modules' --out."""
   flags.DEFINE_string("set", "mtd", "Ablation experiment (configs/sweeps/ablation.py).")
   flags.DEFINE_string("category", "", "Another category of the set's data (elpv: poly), for a held-out check.")
   flags.DEFINE_list("noise", ["0.2", "0.3", "0.5"], "Noise ratios.")
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+  flags.DEFINE_string("cache_dir", "results/cache", "Where the prepared data, features and patch distances live.")
+  flags.DEFINE_string("out", None, "JSON file for the figures.")
+
+
+def define_flags():
+  define_set_flags()
   flags.DEFINE_list("kth", ["1", "2", "3", "5", "10"], "K of the nn_kth scorers.")
   flags.DEFINE_list("subset_shares", ["0.02", "0.05", "0.15"], "F of the subsets scorers.")
   flags.DEFINE_integer("subsets", 100, "R: random memories per subsets scorer.")
-  flags.DEFINE_string("cache_dir", "results/cache", "Where the prepared data and the patch distances live.")
-  flags.DEFINE_string("out", None, "JSON file for the figures.")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ training set's injected flags are read, never a test label.
 import numpy as np
 from absl import app, flags
 
-from benchmarks.patch_scores import distances, scorer_means, set_data
+from benchmarks.patch_scores import define_set_flags, distances, scorer_means, set_data
 from maml_iqr import gaussian, run
 from maml_iqr import patches as patches_lib
 from maml_iqr.io import write_json
@@ -124,10 +124,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("set", "mtd", "Ablation experiment (configs/sweeps/ablation.py).")
-  flags.DEFINE_string("category", "", "Another category of the set's data (elpv: poly), for a held-out check.")
-  flags.DEFINE_list("noise", ["0.2", "0.3", "0.5"], "Noise ratios.")
-  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
-  flags.DEFINE_string("cache_dir", "results/cache", "Where the prepared data, features and patch distances live.")
-  flags.DEFINE_string("out", None, "JSON file for the figures.")
+  define_set_flags()
   app.run(main)
