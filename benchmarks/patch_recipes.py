@@ -64,7 +64,7 @@ def recipe_runs(name: str) -> list[dict]:
   runs = []
   for (noise, seed), split in splits.items():
     rows = np.asarray([row[i] for i in split.train.ids])
-    d = patches_lib._split_tables(d_all[rows][:, :, rows], len(rows))["train_patch_d"]
+    d = patches_lib.split_tables(d_all[rows][:, :, rows], len(rows))["train_patch_d"]
     scores = patches_lib.image_scores(d)
     injected = run.injected_mask(split)
     runs.append({"noise": noise, "seed": seed, "auroc": auroc(injected, scores),

@@ -95,7 +95,7 @@ def main(argv):
   runs = []
   for (noise, seed), split in data.splits.items():
     rows = np.asarray([row[i] for i in split.train.ids])
-    d = patches_lib._split_tables(d_all[rows][:, :, rows], len(rows))["train_patch_d"]
+    d = patches_lib.split_tables(d_all[rows][:, :, rows], len(rows))["train_patch_d"]
     mean_view = run.split_features(data.base, data.backbone, data.bparams, data.dataset, split,
                                    train_views=False)["train_eval"].mean(1)
     scores = {"patch": patches_lib.image_scores(d),

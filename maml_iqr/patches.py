@@ -191,7 +191,7 @@ def _grow(feats: np.ndarray, dist: np.ndarray, new: np.ndarray) -> np.ndarray:
   return out
 
 
-def _split_tables(dist: np.ndarray, n_train: int) -> dict[str, np.ndarray]:
+def split_tables(dist: np.ndarray, n_train: int) -> dict[str, np.ndarray]:
   """D over the training then the validation images -> the scorer inputs {'train_patch_d' (N, P, N) with
   D[i, :, i] = inf, 'val_patch_d' (M, P, N)}: views of `dist`, whose diagonal is overwritten."""
   train_d = dist[:n_train, :, :n_train]
@@ -201,10 +201,10 @@ def _split_tables(dist: np.ndarray, n_train: int) -> dict[str, np.ndarray]:
 
 def distance_tables(train: np.ndarray, val: np.ndarray) -> dict[str, np.ndarray]:
   """Patch features (N, P, C) of the training and (M, P, C) of the validation images -> the scorer inputs
-  (`_split_tables`), computed without a cache."""
+  (`split_tables`), computed without a cache."""
   table_problem_or_raise(len(train), len(val))
   dist = _grow(train[:0], np.zeros((0, train.shape[1], 0), np.float32), np.concatenate([train, val]))
-  return _split_tables(dist, len(train))
+  return split_tables(dist, len(train))
 
 
 FORMAT = 1  # bump when the table layout or the way a recipe is computed changes: older files are then not read
@@ -290,7 +290,7 @@ def cached_tables(config, backbone, bparams, train_images: np.ndarray, val_image
   r = recipe(config)
   table_problem_or_raise(len(train_images), len(val_images), r)
   dist, _ = cached_distances(config, backbone, bparams, np.concatenate([train_images, val_images]), name, r)
-  return _split_tables(dist, len(train_images))
+  return split_tables(dist, len(train_images))
 
 
 def image_scores(d: np.ndarray, k: int = K, top: int = TOP) -> np.ndarray:
