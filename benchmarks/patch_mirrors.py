@@ -63,6 +63,15 @@ def mirror_table(data, images: np.ndarray, feats: np.ndarray, mirror: str) -> np
   return dist
 
 
+def memory_scores(d_none: np.ndarray, mirrors: dict[str, np.ndarray], rows: np.ndarray, kinds) -> np.ndarray:
+  """patch_iqr's image scores of the training images `rows` against each other, each memory image counting as the
+  nearest of itself and its `kinds` of mirror images, an image never its own neighbour nor its own mirror's."""
+  d = d_none[rows][:, :, rows]
+  for m in kinds:
+    np.minimum(d, mirrors[m][rows][:, :, rows], out=d)
+  return patches_lib.image_scores(patches_lib.split_tables(d, len(rows))["train_patch_d"])
+
+
 def main(argv):
   del argv
   data = set_data(FLAGS.set, FLAGS.category, FLAGS.cache_dir, FLAGS.noise, FLAGS.seeds)
@@ -77,11 +86,8 @@ def main(argv):
     rows = np.asarray([row[i] for i in split.train.ids])
     injected = run.injected_mask(split)
     figs = {}
-    for name, ms in CANDIDATES.items():
-      d = d_none[rows][:, :, rows]
-      for m in ms:
-        np.minimum(d, mirrors[m][rows][:, :, rows], out=d)
-      scores = patches_lib.image_scores(patches_lib.split_tables(d, len(rows))["train_patch_d"])
+    for name, kinds in CANDIDATES.items():
+      scores = memory_scores(d_none, mirrors, rows, kinds)
       figs[name] = {"auroc": auroc(injected, scores), "recall": recall_at_good_lost(injected, scores, GOOD_LOST_BUDGET)}
     runs.append({"noise": noise, "seed": seed, "scorers": figs})
     print(f"{noise:.0%} seed {seed}: " + ", ".join(f"{k} {v['auroc']:.3f} / {v['recall']:.3f}" for k, v in figs.items()),

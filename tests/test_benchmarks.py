@@ -148,3 +148,23 @@ def test_score_fusion_counts_the_injected_images_the_budget_point_removes():
   for name in fused:
     np.testing.assert_allclose(fused[name], rescaled[name], atol=1e-9, err_msg=name)
   assert set(np.argsort(fused["z_max"])[-2:]) == {0, 1} and set(np.argsort(fused["z_mean"])[-2:]) == {0, 1}
+
+
+def test_mirror_memories_match_an_image_to_others_mirrors_but_never_its_own():
+  """With a left-right mirror memory an image scores as far as its nearest other image or other image's mirror;
+  its own mirror (which it always resembles) never counts."""
+  from benchmarks import patch_mirrors
+  n, p = 6, 4
+  d_none = np.full((n, p, n), 10.0, np.float32)
+  h = np.full((n, p, n), 10.0, np.float32)
+  h[np.arange(n), :, np.arange(n)] = 0.0  # each image's own mirror: identical to it
+  h[0, :, 1:4] = 1.0  # image 0 looks like the mirrors of images 1-3
+  h[4, :, [2, 5]] = 1.0  # image 4 like two others' mirrors: with its own, three, if it counted
+  rows = np.arange(n)
+  none = patch_mirrors.memory_scores(d_none, {"h": h}, rows, ())
+  mirrored = patch_mirrors.memory_scores(d_none, {"h": h}, rows, ("h",))
+  np.testing.assert_allclose(none, 10.0)
+  np.testing.assert_allclose(mirrored, [1.0] + [10.0] * (n - 1))  # K = 3: three other images' mirrors needed
+  h[0, :, 3] = 10.0
+  assert patch_mirrors.memory_scores(d_none, {"h": h}, rows, ("h",))[0] == 10.0  # only two: still far
+  assert patch_mirrors.memory_scores(d_none, {"h": h}, rows[1:], ("h",)).tolist() == [10.0] * (n - 1)
