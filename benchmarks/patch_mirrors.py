@@ -31,7 +31,7 @@ import os
 import numpy as np
 from absl import app, flags
 
-from benchmarks.patch_scores import define_set_flags, set_data
+from benchmarks.patch_scores import define_set_flags, distances, set_data
 from maml_iqr import feature_cache, run
 from maml_iqr import patches as patches_lib
 from maml_iqr.common import log
@@ -75,11 +75,8 @@ def memory_scores(d_none: np.ndarray, mirrors: dict[str, np.ndarray], rows: np.n
 def main(argv):
   del argv
   data = set_data(FLAGS.set, FLAGS.category, FLAGS.cache_dir, FLAGS.noise, FLAGS.seeds)
-  images = np.concatenate([data.dataset.train.images, data.dataset.test.images])
-  d_none, feats = patches_lib.cached_distances(data.base, data.backbone, data.bparams, images,
-                                               f"{data.dataset.name}_{data.dataset.category}")
-  ids = list(data.dataset.train.ids) + list(data.dataset.test.ids)
-  row = {i: r for r, i in enumerate(ids)}
+  d_none, feats, row = distances(data)
+  images = np.concatenate([data.dataset.train.images, data.dataset.test.images])  # in `row`'s order
   mirrors = {m: mirror_table(data, images, feats, m) for m in sorted({m for ms in CANDIDATES.values() for m in ms})}
   runs = []
   for (noise, seed), split in data.splits.items():

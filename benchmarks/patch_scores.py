@@ -168,8 +168,8 @@ def set_data(set_name: str, category: str, cache_dir: str, noises, seeds) -> Set
 
 
 def distances(data: SetData, recipe: patches_lib.Recipe = patches_lib.RECIPE):
-  """The distance tables over all the set's images with their pooled patches (from the runs' cache), and each
-  image id's row in them."""
+  """The distance tables over all the set's images with their patch features (N, P, C) (from the runs' cache), and
+  each image id's row in them."""
   backbone, dataset = data.backbone, data.dataset
   if recipe.side(backbone.input_size) != backbone.input_size:
     backbone = dataclasses.replace(backbone, input_size=recipe.side(backbone.input_size))
@@ -178,13 +178,13 @@ def distances(data: SetData, recipe: patches_lib.Recipe = patches_lib.RECIPE):
   d_all, patches = patches_lib.cached_distances(data.base, backbone, data.bparams,
                                                 np.concatenate([dataset.train.images, dataset.test.images]),
                                                 f"{dataset.name}_{dataset.category}", recipe)
-  return d_all, patches.mean(1), {i: r for r, i in enumerate(ids)}
+  return d_all, patches, {i: r for r, i in enumerate(ids)}
 
 
 def set_distances(set_name: str, category: str, cache_dir: str, noises, seeds,
                   recipe: patches_lib.Recipe = patches_lib.RECIPE):
   """The benchmark's splits of an ablation set ({(noise, seed): split}), the distance tables over all its images
-  with their pooled patches, and each image id's row in them."""
+  with their patch features, and each image id's row in them."""
   data = set_data(set_name, category, cache_dir, noises, seeds)
   return (data.splits,) + distances(data, recipe)
 
@@ -200,7 +200,8 @@ def scorer_means(runs: list[dict], noise: float) -> dict:
 
 def main(argv):
   del argv
-  splits, d_all, pooled, row = set_distances(FLAGS.set, FLAGS.category, FLAGS.cache_dir, FLAGS.noise, FLAGS.seeds)
+  splits, d_all, patches, row = set_distances(FLAGS.set, FLAGS.category, FLAGS.cache_dir, FLAGS.noise, FLAGS.seeds)
+  pooled = patches.mean(1)
   runs = []
   for (noise, seed), split in splits.items():
     rows = np.asarray([row[i] for i in split.train.ids])
