@@ -68,8 +68,9 @@ def main(argv):
   for root in FLAGS.roots:
     for path in sorted(glob.glob(os.path.join(root, "**", "results.json"), recursive=True)):
       r = json.load(open(path))
+      # --methods reads the tables, where only runs at 100 (every iteration recorded) replay exactly
       if (r.get("status") == "done" and r.get("refinement") and (not FLAGS.methods or r["method"] in FLAGS.methods)
-          and (r["config"]["refine"].get("val_tolerance_se") == 100.0 or not FLAGS.methods)):
+          and (not FLAGS.methods or r["config"]["refine"].get("val_tolerance_se") == 100.0)):
         runs.append((os.path.relpath(path, root), r))
   table = {}
   for t in TOLERANCES:

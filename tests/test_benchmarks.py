@@ -168,3 +168,24 @@ def test_mirror_memories_match_an_image_to_others_mirrors_but_never_its_own():
   h[0, :, 3] = 10.0
   assert patch_mirrors.memory_scores(d_none, {"h": h}, rows, ("h",))[0] == 10.0  # only two: still far
   assert patch_mirrors.memory_scores(d_none, {"h": h}, rows[1:], ("h",)).tolist() == [10.0] * (n - 1)
+
+
+def test_tail_test_replay_keeps_removals_only_while_the_upper_tail_outweighs_the_lower():
+  """A trajectory whose first iteration has 20 scores far above the rest and whose second is symmetric: the test
+  keeps the first iteration's removal and stops at the second; `none` keeps both. Fails if the test reads the
+  wrong tail, ignores the lower fence, or replays past the first failed test."""
+  from benchmarks import tail_test
+  rng = np.random.default_rng(0)
+  half = rng.normal(size=150)
+  body = np.concatenate([half, -half])  # tails equal by construction
+  lopsided, symmetric = np.concatenate([body, 10 + rng.normal(size=20)]), np.concatenate([body, [-8, 8, -9, 9]])
+  run = {"config": {"refine": {"k": 1.5}}, "contamination": {"n_injected": 20, "n_good_train": 302},
+         "refinement": [{"iteration": 0, "scores": lopsided.tolist(), "removed_injected": 20, "removed_good": 0},
+                        {"iteration": 1, "scores": symmetric.tolist(), "removed_injected": 0, "removed_good": 4}]}
+  assert tail_test.iterations_kept(run, "none") == 2
+  for fences in ("iqr_fences", "half_iqr"):
+    assert tail_test.iterations_kept(run, fences) == 1
+    assert tail_test.quality(run, 1) == {"recall": 1.0, "good_lost": 0.0, "iterations": 1}
+  up, low = tail_test.tail_counts(symmetric, 1.5, "iqr_fences")
+  assert up == low >= 2 and tail_test.sign_test_p(up, low) > 0.5
+  assert tail_test.sign_test_p(5, 0) == 1 / 32  # all five past the upper fence: (1/2)^5

@@ -88,6 +88,7 @@ def test_table_sweeps_run_the_cleaners_at_their_recommended_settings_on_request(
   assert {x["arm"] for x in both} == set(cpu.RECOMMENDED_ARMS)
   whole = cell_config(mtd_table.get_config("recommended"), [x for x in both if x["arm"] == "gaussian_iqr_whole"][0], "/r")
   assert whole.method == "gaussian_iqr" and whole.refine.folds == 1 and whole.tag == "gaussian_iqr_whole"
+  assert whole.refine.val_tolerance_se == 0.0  # keeps the set its Gaussian validated best (README)
   with pytest.raises(ValueError, match="recommended"):
     mtd_table.get_config("recommended/patch")
 
