@@ -37,7 +37,6 @@ from absl import app, flags
 
 from maml_iqr.io import write_json
 
-flags.DEFINE_string("out", None, "JSON file for the figures.")
 FLAGS = flags.FLAGS
 ALPHA = 0.05
 CHOICE = {"magnetic_tile": ("results/mtd_e192", "results/stop_rule_mtd", "results/patch_recommended_mtd",
@@ -138,4 +137,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.DEFINE_string("out", None, "JSON file for the figures.")  # here, not at import: tests import other benchmarks
   app.run(main)
