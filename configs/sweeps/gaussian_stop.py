@@ -15,6 +15,9 @@ does elsewhere; run after the decision, they do not change it. Each keeps a shor
       --sweep.noise='(0.2,)' --sweep.seeds='(0,2)' --sweep.cache_dir=results/cache
   (and --sweep.noise='(0.5,)' --sweep.seeds='(1,2)'; `:elpv` into results/gaussian_stop_elpv with
   --sweep.categories='("mono",)' and the elpv cells above)
+
+`:mtd/whole` runs the folder config's form (`refine.folds=1`) at the old tolerance 100, to set beside
+`configs/sweeps/mtd_table.py:recommended/gaussian_iqr_whole` (at 0 since this decision).
 """
 import ml_collections
 
@@ -22,7 +25,12 @@ from configs.sweeps import elpv_table, mtd_table
 
 
 def get_config(arg: str = "mtd"):
-  s = {"mtd": mtd_table, "elpv": elpv_table}[arg or "mtd"].get_config()
-  s.arms = ml_collections.ConfigDict({"gaussian_iqr_best_val": {"method": "gaussian_iqr",
-                                                                 "refine": {"val_tolerance_se": 0.0}}})
+  """arg: mtd | elpv, or mtd/whole: the folder config's whole-set Gaussian (refine.folds=1) at the old tolerance
+  100, beside `configs/sweeps/mtd_table.py:recommended/gaussian_iqr_whole` (now at 0)."""
+  name, _, form = (arg or "mtd").partition("/")
+  s = {"mtd": mtd_table, "elpv": elpv_table}[name].get_config()
+  arms = {"": {"gaussian_iqr_best_val": {"method": "gaussian_iqr", "refine": {"val_tolerance_se": 0.0}}},
+          "whole": {"gaussian_iqr_whole_tol100": {"method": "gaussian_iqr",
+                                                  "refine": {"folds": 1, "val_tolerance_se": 100.0}}}}[form]
+  s.arms = ml_collections.ConfigDict(arms)
   return s
