@@ -29,9 +29,6 @@ from maml_iqr.io import write_json
 from maml_iqr.metrics import GOOD_LOST_BUDGET
 from maml_iqr.refine import holds
 
-flags.DEFINE_list("roots", ["results/stop_rule_elpv", "results/stop_rule_mtd"], "Sweep folders.")
-flags.DEFINE_list("methods", [], "Replay only these methods' runs (default: every method).")
-flags.DEFINE_string("out", None, "JSON file for the figures.")
 FLAGS = flags.FLAGS
 TOLERANCES = (0.0, 0.5, 1.0, 2.0, 100.0)
 
@@ -69,8 +66,9 @@ def main(argv):
     for path in sorted(glob.glob(os.path.join(root, "**", "results.json"), recursive=True)):
       r = json.load(open(path))
       # --methods reads the tables, where only runs at 100 (every iteration recorded) replay exactly
-      if (r.get("status") == "done" and r.get("refinement") and (not FLAGS.methods or r["method"] in FLAGS.methods)
-          and (not FLAGS.methods or r["config"]["refine"].get("val_tolerance_se") == 100.0)):
+      wanted = not FLAGS.methods or (r["method"] in FLAGS.methods
+                                     and r["config"]["refine"].get("val_tolerance_se") == 100.0)
+      if r.get("status") == "done" and r.get("refinement") and wanted:
         runs.append((os.path.relpath(path, root), r))
   table = {}
   for t in TOLERANCES:
@@ -92,5 +90,8 @@ def main(argv):
                            "good_lost_budget": GOOD_LOST_BUDGET})
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags here, not at import: tail_test imports this module
+  flags.DEFINE_list("roots", ["results/stop_rule_elpv", "results/stop_rule_mtd"], "Sweep folders.")
+  flags.DEFINE_list("methods", [], "Replay only these methods' runs (default: every method).")
+  flags.DEFINE_string("out", None, "JSON file for the figures.")
   app.run(main)

@@ -35,6 +35,7 @@ import os
 import numpy as np
 from absl import app, flags
 
+from benchmarks.stop_rule import kept_quality
 from maml_iqr.io import write_json
 
 FLAGS = flags.FLAGS
@@ -73,9 +74,7 @@ def iterations_kept(r: dict, candidate: str) -> int:
 
 
 def quality(r: dict, n: int) -> dict:
-  h, c = r["refinement"][:n], r["contamination"]
-  return {"recall": sum(x["removed_injected"] for x in h) / c["n_injected"] if c["n_injected"] else None,
-          "good_lost": sum(x["removed_good"] for x in h) / c["n_good_train"], "iterations": n}
+  return dict(kept_quality(r, n), iterations=n)
 
 
 def cells(roots) -> list[tuple[str, dict]]:

@@ -33,7 +33,8 @@ def table_overrides() -> ml_collections.ConfigDict:
 
 # Cleaners at their own recommended settings (README: gaussian_iqr fitted on the whole kept set, "A Gaussian finds
 # the defects better than the flows", keeping the set its Gaussian validated best, "Why these settings"; patch_iqr
-# at k = 1 without the stopping rule, "Patch-level scores find more"), beside the tables' shared-settings rows: `configs/sweeps/elpv_table.py:recommended[/ARM1+ARM2]`.
+# at k = 1 without the stopping rule, "Patch-level scores find more"), beside the tables' shared-settings rows:
+# `configs/sweeps/elpv_table.py:recommended[/ARM1+ARM2]`.
 RECOMMENDED_ARMS = {
     "patch_iqr": {"method": "patch_iqr", "refine": {"folds": 1, "k": 1.0, "val_tolerance_se": 100.0}},
     "gaussian_iqr_whole": {"method": "gaussian_iqr", "refine": {"folds": 1, "val_tolerance_se": 0.0}},
