@@ -59,17 +59,23 @@ def kept_quality(results: dict, n_iterations: int) -> dict:
           "good_lost": removed_good / c["n_good_train"]}
 
 
-def main(argv):
-  del argv
-  runs = []
-  for root in FLAGS.roots:
+def recorded_runs(roots) -> list[tuple[str, str, dict]]:
+  """(root, path, results) of every finished run under `roots` that recorded a refinement trajectory."""
+  out = []
+  for root in roots:
     for path in sorted(glob.glob(os.path.join(root, "**", "results.json"), recursive=True)):
       r = json.load(open(path))
-      # --methods reads the tables, where only runs at 100 (every iteration recorded) replay exactly
-      wanted = not FLAGS.methods or (r["method"] in FLAGS.methods
-                                     and r["config"]["refine"].get("val_tolerance_se") == 100.0)
-      if r.get("status") == "done" and r.get("refinement") and wanted:
-        runs.append((os.path.relpath(path, root), r))
+      if r.get("status") == "done" and r.get("refinement"):
+        out.append((root, path, r))
+  return out
+
+
+def main(argv):
+  del argv
+  # --methods reads the tables, where only runs at 100 (every iteration recorded) replay exactly
+  runs = [(os.path.relpath(path, root), r) for root, path, r in recorded_runs(FLAGS.roots)
+          if not FLAGS.methods or (r["method"] in FLAGS.methods
+                                   and r["config"]["refine"].get("val_tolerance_se") == 100.0)]
   table = {}
   for t in TOLERANCES:
     rows = [dict(kept_quality(r, replay(r, t)), run=name, dataset=r["dataset"], noise=r["noise"]["ratio"])

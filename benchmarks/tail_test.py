@@ -27,15 +27,12 @@ lost is not above `none`'s. Then final detectors are run where it changes the se
 
   python -m benchmarks.tail_test --out=results/benchmarks/tail_test.json
 """
-import glob
-import json
 import math
-import os
 
 import numpy as np
 from absl import app, flags
 
-from benchmarks.stop_rule import kept_quality
+from benchmarks.stop_rule import kept_quality, recorded_runs
 from maml_iqr.io import write_json
 
 FLAGS = flags.FLAGS
@@ -78,14 +75,8 @@ def quality(r: dict, n: int) -> dict:
 
 
 def cells(roots) -> list[tuple[str, dict]]:
-  out = []
-  for root in roots:
-    for path in sorted(glob.glob(os.path.join(root, "**", "results.json"), recursive=True)):
-      r = json.load(open(path))
-      if (r.get("status") == "done" and r.get("refinement") and "scores" in r["refinement"][0]
-          and r["config"]["refine"].get("val_tolerance_se") == 100.0):
-        out.append((path, r))
-  return out
+  return [(path, r) for _, path, r in recorded_runs(roots)
+          if "scores" in r["refinement"][0] and r["config"]["refine"].get("val_tolerance_se") == 100.0]
 
 
 def summarise(groups: dict) -> dict:
