@@ -17,6 +17,9 @@ stopped early would need iterations it did not record). If it picks a tolerance 
 tolerance is tried on Magnetic Tile's clean cells (seeds 0-2) and kept as gaussian_iqr's recommended setting if
 the final detectors' mean validation AUROC (`validation_auroc`, as for patch_iqr's rule) is higher than at 100.
 patch_iqr keeps its own rule (configs/sweeps/patch_stop.py, judged on final detectors); the flows are reported.
+
+`--patiences` replays each tolerance at several patiences and chooses nothing: configs/sweeps/gaussian_patience.py
+judges patience on final detectors.
 """
 import glob
 import json
@@ -76,19 +79,27 @@ def main(argv):
   runs = [(os.path.relpath(path, root), r) for root, path, r in recorded_runs(FLAGS.roots)
           if not FLAGS.methods or (r["method"] in FLAGS.methods
                                    and r["config"]["refine"].get("val_tolerance_se") == 100.0)]
+  tolerances = [float(t) for t in FLAGS.tolerances]
+  patiences = [int(p) for p in FLAGS.patiences]
   table = {}
-  for t in TOLERANCES:
-    rows = [dict(kept_quality(r, replay(r, t)), run=name, dataset=r["dataset"], noise=r["noise"]["ratio"])
-            for name, r in runs]
-    recall = [x["recall"] for x in rows if x["recall"] is not None]
-    table[t] = {"mean_recall": float(np.mean(recall)), "mean_good_lost": float(np.mean([x["good_lost"] for x in rows])),
-                "runs": rows}
-    print(f"tolerance {t:>5g} SE: mean recall {table[t]['mean_recall']:.3f} (noisy runs), mean good lost "
-          f"{table[t]['mean_good_lost']:.3f} (all {len(rows)} runs)")
-    for x in rows:
-      rec = "-" if x["recall"] is None else f"{x['recall']:.2f}"
-      print(f"    {x['run']:<50} recall {rec:>5} good lost {x['good_lost']:.3f}")
-  ok = [t for t in TOLERANCES if table[t]["mean_good_lost"] <= GOOD_LOST_BUDGET]
+  for t in tolerances:
+    for p in patiences:
+      rows = [dict(kept_quality(r, n), iterations_kept=n, run=name, dataset=r["dataset"], noise=r["noise"]["ratio"])
+              for name, r in runs for n in [replay(r, t, p)]]
+      recall = [x["recall"] for x in rows if x["recall"] is not None]
+      key = t if patiences == [1] else f"{t:g}/patience {p}"
+      table[key] = {"mean_recall": float(np.mean(recall)),
+                    "mean_good_lost": float(np.mean([x["good_lost"] for x in rows])), "runs": rows}
+      print(f"tolerance {t:>5g} SE, patience {p}: mean recall {table[key]['mean_recall']:.3f} (noisy runs), "
+            f"mean good lost {table[key]['mean_good_lost']:.3f} (all {len(rows)} runs)")
+      for x in rows:
+        rec = "-" if x["recall"] is None else f"{x['recall']:.2f}"
+        print(f"    {x['run']:<50} recall {rec:>5} good lost {x['good_lost']:.3f} ({x['iterations_kept']} kept)")
+  if patiences != [1]:
+    if FLAGS.out:
+      write_json(FLAGS.out, {"rules": table})
+    return
+  ok = [t for t in tolerances if table[t]["mean_good_lost"] <= GOOD_LOST_BUDGET]
   chosen = max(ok) if ok else 0.0
   print(f"rule (largest tolerance losing at most {GOOD_LOST_BUDGET:.0%} of the good images on average): {chosen:g}")
   if FLAGS.out:
@@ -99,5 +110,7 @@ def main(argv):
 if __name__ == "__main__":  # flags here, not at import: tail_test imports this module
   flags.DEFINE_list("roots", ["results/stop_rule_elpv", "results/stop_rule_mtd"], "Sweep folders.")
   flags.DEFINE_list("methods", [], "Replay only these methods' runs (default: every method).")
+  flags.DEFINE_list("tolerances", [str(t) for t in TOLERANCES], "Tolerances replayed.")
+  flags.DEFINE_list("patiences", ["1"], "Patiences replayed at each tolerance (more than 1: reported, not chosen).")
   flags.DEFINE_string("out", None, "JSON file for the figures.")
   app.run(main)

@@ -189,3 +189,23 @@ def test_tail_test_replay_keeps_removals_only_while_the_upper_tail_outweighs_the
   up, low = tail_test.tail_counts(symmetric, 1.5, "iqr_fences")
   assert up == low >= 2 and tail_test.sign_test_p(up, low) > 0.5
   assert tail_test.sign_test_p(5, 0) == 1 / 32  # all five past the upper fence: (1/2)^5
+
+
+def test_stop_rule_replay_at_patience_two_looks_past_one_fall_and_keeps_the_best_validated_set():
+  """Magnetic Tile 50 % seed 0's recorded validation AUROCs (whole-set Gaussian): tolerance 0 at patience 1 stops at
+  the 0.001 fall and keeps iteration 0's removal; patience 2 goes on to the later, higher ones and keeps all five
+  (the last holds); after two falls patience 2 keeps the start. Fails if the replay ignores patience or keeps a set
+  past the best-validated one."""
+  from benchmarks import stop_rule
+
+  def run(aurocs):
+    return {"contamination": {"n_val": 116, "n_val_defective": 78},
+            "refinement": [{"iteration": i, "val_auroc": a, "n_removed": 5} for i, a in enumerate(aurocs)]}
+
+  rising = run([0.869, 0.886, 0.885, 0.888, 0.888])
+  assert stop_rule.replay(rising, 0.0, 1) == 1
+  assert stop_rule.replay(rising, 0.0, 2) == 5
+  assert stop_rule.replay(rising, 100.0, 1) == 5
+  falling = run([0.90, 0.89, 0.88, 0.95, 0.96])
+  assert stop_rule.replay(falling, 0.0, 2) == 0
+  assert stop_rule.replay(falling, 0.0, 3) == 5
