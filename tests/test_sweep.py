@@ -89,6 +89,9 @@ def test_table_sweeps_run_the_cleaners_at_their_recommended_settings_on_request(
   whole = cell_config(mtd_table.get_config("recommended"), [x for x in both if x["arm"] == "gaussian_iqr_whole"][0], "/r")
   assert whole.method == "gaussian_iqr" and whole.refine.folds == 1 and whole.tag == "gaussian_iqr_whole"
   assert whole.refine.val_tolerance_se == 0.0  # keeps the set its Gaussian validated best (README)
+  from configs import folder  # the recommended arm is the folder config's cleaning, patience included
+  mine = folder.get_config().refine
+  assert (whole.refine.folds, whole.refine.patience) == (mine.folds, mine.patience) == (1, 3)
   with pytest.raises(ValueError, match="recommended"):
     mtd_table.get_config("recommended/patch")
 

@@ -9,6 +9,8 @@ configs/sweeps/flow_settings.py) DifferNet's full settings score 0.938 ± 0.009,
 32 epochs do. Compare methods within one table, not across settings."""
 import ml_collections
 
+from configs import folder
+
 NOISE = (0.0, 0.2, 0.5)
 METHODS = ("differnet", "one_shot", "iterative", "maml_iqr")
 # The CPU tables add the Gaussian floor: the same loop and final detector, scored by a Gaussian on pooled features
@@ -34,10 +36,12 @@ def table_overrides() -> ml_collections.ConfigDict:
 # Cleaners at their own recommended settings (README: gaussian_iqr fitted on the whole kept set, "A Gaussian finds
 # the defects better than the flows", keeping the set its Gaussian validated best, "Why these settings"; patch_iqr
 # at k = 1 without the stopping rule, "Patch-level scores find more"), beside the tables' shared-settings rows:
-# `configs/sweeps/elpv_table.py:recommended[/ARM1+ARM2]`.
+# `configs/sweeps/elpv_table.py:recommended[/ARM1+ARM2]`. gaussian_iqr_whole is the folder config's cleaning.
+_FOLDER = folder.get_config().refine
 RECOMMENDED_ARMS = {
     "patch_iqr": {"method": "patch_iqr", "refine": {"folds": 1, "k": 1.0, "val_tolerance_se": 100.0}},
-    "gaussian_iqr_whole": {"method": "gaussian_iqr", "refine": {"folds": 1, "val_tolerance_se": 0.0}},
+    "gaussian_iqr_whole": {"method": "gaussian_iqr", "refine": {
+        "folds": _FOLDER.folds, "val_tolerance_se": _FOLDER.val_tolerance_se, "patience": _FOLDER.patience}},
 }
 
 
