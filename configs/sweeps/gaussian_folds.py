@@ -20,20 +20,16 @@ The rule, stated 2026-12-06 before any of these cells ran:
 """
 import ml_collections
 
-from configs.sweeps import elpv_table, hazelnut_table, mtd_table
+from configs.sweeps import gaussian_patience
 
 
 def get_config(arg: str = "mtd/10"):
   """arg: DATA/FOLDS, DATA in mtd | elpv | hazelnut."""
   name, _, folds = arg.partition("/")
-  tables = {"mtd": mtd_table, "elpv": elpv_table, "hazelnut": hazelnut_table}
-  if name not in tables or not folds.isdigit() or int(folds) < 1:
-    raise ValueError(f"configs/sweeps/gaussian_folds.py:{arg}: expected DATA/FOLDS with DATA in {sorted(tables)} "
-                     "and FOLDS a positive integer")
-  s = tables[name].get_config()
-  if name == "elpv":
-    s.categories = ("mono",)
-  s.overrides.train = {"meta_epochs": 1, "sub_epochs": 1}  # the trajectory is all that is read
+  if name not in gaussian_patience.TABLES or not folds.isdigit() or int(folds) < 1:
+    raise ValueError(f"configs/sweeps/gaussian_folds.py:{arg}: expected DATA/FOLDS with DATA in "
+                     f"{sorted(gaussian_patience.TABLES)} and FOLDS a positive integer")
+  s = gaussian_patience.table(name, trajectories=True)
   s.arms = ml_collections.ConfigDict({f"gaussian_iqr_folds{folds}_trajectory": {
       "method": "gaussian_iqr", "refine": {"folds": int(folds), "val_tolerance_se": 100.0}}})
   return s

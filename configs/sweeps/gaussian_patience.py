@@ -25,20 +25,30 @@ from configs.sweeps import cpu, elpv_table, hazelnut_table, mtd_table
 MODES = ("trajectories", "p1", "p2", "p3")
 
 
+TABLES = {"mtd": mtd_table, "elpv": elpv_table, "hazelnut": hazelnut_table}
+
+
+def table(name: str, trajectories: bool) -> ml_collections.ConfigDict:
+  """The CPU table sweep of DATA `name` (elpv: mono), with `trajectories` a 1-epoch final detector: the refinement
+  trajectory is all that is read (gaussian_iqr's does not depend on the final detector)."""
+  s = TABLES[name].get_config()
+  if name == "elpv":
+    s.categories = ("mono",)
+  if trajectories:
+    s.overrides.train = {"meta_epochs": 1, "sub_epochs": 1}
+  return s
+
+
 def get_config(arg: str = "mtd/trajectories"):
   """arg: DATA/MODE, DATA in mtd | elpv | hazelnut, MODE in MODES."""
   name, _, mode = arg.partition("/")
-  tables = {"mtd": mtd_table, "elpv": elpv_table, "hazelnut": hazelnut_table}
-  if name not in tables or mode not in MODES:
-    raise ValueError(f"configs/sweeps/gaussian_patience.py:{arg}: expected DATA/MODE with DATA in {sorted(tables)} "
+  if name not in TABLES or mode not in MODES:
+    raise ValueError(f"configs/sweeps/gaussian_patience.py:{arg}: expected DATA/MODE with DATA in {sorted(TABLES)} "
                      f"and MODE in {MODES}")
-  s = tables[name].get_config()
-  if name == "elpv":
-    s.categories = ("mono",)
+  s = table(name, mode == "trajectories")
   whole = dict(cpu.RECOMMENDED_ARMS["gaussian_iqr_whole"], refine={"folds": 1})
   if mode == "trajectories":
     whole["refine"]["val_tolerance_se"] = 100.0
-    s.overrides.train = {"meta_epochs": 1, "sub_epochs": 1}  # the trajectory is all that is read
     s.arms = ml_collections.ConfigDict({"gaussian_iqr_whole_trajectory": whole})
   else:
     whole["refine"].update(val_tolerance_se=0.0, patience=int(mode[1:]))
