@@ -20,11 +20,9 @@ The rule, stated 2026-12-06 before any of these cells ran:
 """
 import ml_collections
 
-from configs.sweeps import cpu, elpv_table, hazelnut_table, mtd_table
+from configs.sweeps import elpv_table, hazelnut_table, mtd_table
 
 MODES = ("trajectories", "p1", "p2", "p3")
-
-
 TABLES = {"mtd": mtd_table, "elpv": elpv_table, "hazelnut": hazelnut_table}
 
 
@@ -46,11 +44,9 @@ def get_config(arg: str = "mtd/trajectories"):
     raise ValueError(f"configs/sweeps/gaussian_patience.py:{arg}: expected DATA/MODE with DATA in {sorted(TABLES)} "
                      f"and MODE in {MODES}")
   s = table(name, mode == "trajectories")
-  whole = dict(cpu.RECOMMENDED_ARMS["gaussian_iqr_whole"], refine={"folds": 1})
-  if mode == "trajectories":
-    whole["refine"]["val_tolerance_se"] = 100.0
-    s.arms = ml_collections.ConfigDict({"gaussian_iqr_whole_trajectory": whole})
+  if mode == "trajectories":  # every iteration holds, so every one is recorded
+    arm, refine = "gaussian_iqr_whole_trajectory", {"folds": 1, "val_tolerance_se": 100.0}
   else:
-    whole["refine"].update(val_tolerance_se=0.0, patience=int(mode[1:]))
-    s.arms = ml_collections.ConfigDict({f"gaussian_iqr_whole_{mode}": whole})
+    arm, refine = f"gaussian_iqr_whole_{mode}", {"folds": 1, "val_tolerance_se": 0.0, "patience": int(mode[1:])}
+  s.arms = ml_collections.ConfigDict({arm: {"method": "gaussian_iqr", "refine": refine}})
   return s
