@@ -106,6 +106,7 @@ def base() -> ml_collections.ConfigDict:
   c.refine.k = 1.5               # T = Q3 + k * IQR; the paper does not state k, 1.5 is classical (and CoMet's)
   c.refine.auto_k_quantile = 0.0  # > 0: threshold = this quantile of validation-good scores (k chosen by data)
   c.refine.folds = 2             # cross-fitting: each fold scored by a flow fitted on the others (1: no folds)
+  c.refine.leave_one_out = False  # gaussian_iqr, folds=1: score each image by the Gaussian fitted on the others
   c.refine.max_iterations = 5    # the length of the trajectories the stopping rule below was chosen on
   c.refine.patience = 1          # stop after this many iterations that do not hold (val_tolerance_se)
   c.refine.val_tolerance_se = 100.0  # an iteration holds when its validation AUROC is at most this many standard

@@ -64,9 +64,12 @@ def _tag(kind: str, stage: tuple) -> str:
 
 @dataclasses.dataclass
 class Fit:
+  """A fold's fit: what carries to the next iteration, its scorers, what it logs, and (optionally) the scores of
+  its own images each by a fit without that image, which replace the scorers' for them when nothing is held out."""
   carry: Any
   scorers: list
   info: dict = dataclasses.field(default_factory=dict)
+  own_scores: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------------------------- plain training
@@ -105,10 +108,13 @@ def fit_trained(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:
 
 def fit_gaussian(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:
   """gaussian_iqr: a Gaussian on the mask's images' mean evaluation-view features; an image scores its
-  Mahalanobis distance. Nothing carries over (`start` is always None: refine.warm_start is refused)."""
+  Mahalanobis distance, with `refine.leave_one_out` each of the mask's own images from the Gaussian of the
+  others. Nothing carries over (`start` is always None: refine.warm_start is refused)."""
   del start, stage
-  mean, precision = gaussian.fit(ctx.feats["train_eval"][np.flatnonzero(mask)].mean(1))
-  return Fit(None, [lambda feats: gaussian.mahalanobis(mean, precision, np.asarray(feats).mean(1))])
+  rows = ctx.feats["train_eval"][np.flatnonzero(mask)].mean(1)
+  mean, precision = gaussian.fit(rows)
+  return Fit(None, [lambda feats: gaussian.mahalanobis(mean, precision, np.asarray(feats).mean(1))],
+             own_scores=gaussian.leave_one_out(rows) if ctx.config.refine.leave_one_out else None)
 
 
 def fit_patches(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:
@@ -262,8 +268,9 @@ def mean_score(scorers: list, feats) -> np.ndarray:
 
 def min_fit_images(config) -> int:
   """The fewest images a fit may be given: a MAML task's worth for maml_iqr (tasks are drawn without
-  replacement), two for a Gaussian, K + 1 for patch_iqr (K others than the image scored), one otherwise. Removals stop short of it (`refine.select_removals`)."""
-  return {"maml_iqr": config.maml.task_size, "gaussian_iqr": 2,
+  replacement), two for a Gaussian (three scored leave-one-out), K + 1 for patch_iqr (K others than the image
+  scored), one otherwise. Removals stop short of it (`refine.select_removals`)."""
+  return {"maml_iqr": config.maml.task_size, "gaussian_iqr": 3 if config.refine.leave_one_out else 2,
           "patch_iqr": patches.K + 1}.get(config.method, 1)
 
 
@@ -293,7 +300,8 @@ def score_iteration(ctx: Context, kept: np.ndarray, fold_of: np.ndarray, carries
     fit_on = kept & (fold_of != f) if n_folds > 1 else kept
     target = kept & (fold_of == f) if n_folds > 1 else kept
     out = fit(ctx, fit_on, carries[f] if c.refine.warm_start else None, (iteration, f))
-    scores = mean_score(out.scorers, train_in[np.flatnonzero(target)])
+    scores = (out.own_scores if out.own_scores is not None  # only without folds (config_check)
+              else mean_score(out.scorers, train_in[np.flatnonzero(target)]))
     train_scores[target] = robust_standardise(scores, scores)
     if len(val_scores):
       val_scores += robust_standardise(mean_score(out.scorers, val_in), scores) / n_folds

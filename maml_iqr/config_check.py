@@ -115,6 +115,10 @@ def validate(c) -> None:
   _check(c.method in METHODS, "method", c.method, f"one of {METHODS}")
   _check(not (c.method in ("gaussian_iqr", "patch_iqr") and c.refine.warm_start), "refine.warm_start",
          c.refine.warm_start, f"False with method={c.method} (nothing is trained: there is nothing to warm-start)")
+  _check(isinstance(c.refine.leave_one_out, bool), "refine.leave_one_out", c.refine.leave_one_out, "True or False")
+  _check(not c.refine.leave_one_out or (c.method == "gaussian_iqr" and c.refine.folds == 1), "refine.leave_one_out",
+         c.refine.leave_one_out, "False unless method=gaussian_iqr and refine.folds=1 (folds already score each image "
+         "by a fit without it; patch_iqr never counts an image as its own neighbour)")
   if c.method == "patch_iqr":
     _check(c.refine.folds == 1, "refine.folds", c.refine.folds,
            "1 with method=patch_iqr (each image is scored against the other kept images: no folds needed)")

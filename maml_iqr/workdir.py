@@ -45,6 +45,9 @@ RESULTS = "results.json"
 LOCK = ".lock"
 IGNORED_KEYS = ("cache_dir", "maml.diagnostics")  # cannot change results: the feature cache is keyed by
                                                   # content; diagnostics only measure
+# Keys added after runs were recorded, with the value that reproduces what those runs did: a recorded config
+# without the key reads as having it at this value, so a new option does not orphan every earlier workdir.
+ADDED_KEYS = {"refine.leave_one_out": False}
 PATH_KEYS = ("data.root", "data.defective_root", "backbone.weights_path", "cache_dir")
 # What `clear` (--overwrite) deletes: the outputs of a run, never the feature cache or files it does not know.
 OUTPUTS = ("checkpoints", "model", "tensorboard", RESULTS, RUN_CONFIG, "report.md", "suspicious.csv")
@@ -101,6 +104,8 @@ def comparable(config) -> dict:
   flat = _flat(d)
   for key in IGNORED_KEYS:
     flat.pop(key, None)
+  for key, before in ADDED_KEYS.items():
+    flat.setdefault(key, before)
   for key in PATH_KEYS:
     if key in flat:
       flat[key] = _normal_path(flat[key])

@@ -45,3 +45,22 @@ def test_fold_fits_never_see_the_images_they_score(monkeypatch, method, warm_sta
   scored.clear()
   cleaning.score_iteration(ctx, np.ones(N_TRAIN, bool), fold_of * 0, [None], 0)
   assert scored and all(seen & ids for seen, ids in scored)
+
+
+@pytest.mark.parametrize("leave_one_out", [False, True])
+def test_gaussian_iqr_removes_what_its_own_fit_hides_only_when_scoring_each_image_by_the_others(leave_one_out):
+  """gaussian_iqr without folds on 30 images in 200 dimensions, 2 shifted far along the small directions: fitted on
+  all 30, their own distances stay inside the IQR fence and nothing is removed (hazelnut_toy's case); with
+  refine.leave_one_out the iteration's scores are each image's distance from the others and both are removed."""
+  from maml_iqr import refine  # noqa: PLC0415
+  c = folder_config.get_config("quick")
+  c.refine.leave_one_out = leave_one_out
+  rng = np.random.default_rng(4)
+  rows = rng.normal(size=(30, 200)) * np.r_[np.full(20, 3.0), np.full(180, 0.3)]
+  rows[:2, 20:] += 1.5
+  train_eval = np.repeat(rows[:, None, :], 2, axis=1).astype(np.float32)
+  ctx = cleaning.Context(c, None, {"train_eval": train_eval, "val": train_eval[:4]}, {})
+  kept = np.ones(30, bool)
+  _, scores, _, _ = cleaning.score_iteration(ctx, kept, np.zeros(30, int), [None], 0)
+  _, removed = refine.select_removals(scores, kept, c.refine.k, 30, 0.3, 0.6, 10)
+  assert ({0, 1} <= set(removed.tolist())) if leave_one_out else len(removed) == 0

@@ -33,3 +33,31 @@ def test_distances_keep_leading_shape_and_refuse_one_row():
   assert gaussian.mahalanobis(mean, precision, np.zeros((7, 5, 3))).shape == (7, 5)
   with pytest.raises(ValueError, match="at least 2 rows"):
     gaussian.fit(np.ones((1, 3)))
+
+
+def test_leave_one_out_equals_refitting_without_each_row():
+  """The closed form against n refits, each on the other rows at the whole set's shrinkage and scale."""
+  x = np.random.default_rng(3).normal(size=(25, 40)) * np.linspace(0.5, 3.0, 40)
+  _, _, shrink, scale = gaussian._shrunk(x)
+  brute = []
+  for i in range(len(x)):
+    others = np.delete(x, i, 0)
+    centred = others - others.mean(0)
+    cov = shrink * scale * np.eye(40) + (1 - shrink) * centred.T @ centred / len(others)
+    brute.append(gaussian.mahalanobis(others.mean(0), np.linalg.inv(cov), x[i]))
+  np.testing.assert_allclose(gaussian.leave_one_out(x), brute, rtol=1e-9)
+
+
+def test_a_row_scored_by_the_others_passes_the_fence_its_own_fit_hides():
+  """30 rows in 200 dimensions, 2 of them shifted far along the rows' small directions: fitted on all 30, every
+  in-sample distance is squeezed under the bound n - 1, and the IQR fence (Q3 + 1.5 IQR) passes no row though the
+  2 shifted rows rank first; scored by the others, both pass it."""
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(30, 200)) * np.r_[np.full(20, 3.0), np.full(180, 0.3)]
+  x[:2, 20:] += 1.5
+  def past_fence(s):
+    q1, q3 = np.percentile(s, [25, 75])
+    return np.flatnonzero(s > q3 + 1.5 * (q3 - q1))
+  in_sample = gaussian.mahalanobis(*gaussian.fit(x), x)
+  assert set(np.argsort(in_sample)[-2:]) == {0, 1} and len(past_fence(in_sample)) == 0
+  assert {0, 1} <= set(past_fence(gaussian.leave_one_out(x)))

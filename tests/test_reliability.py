@@ -94,7 +94,7 @@ BAD_VALUES = [
     ("refine.min_kept", 0, "positive integer"), ("refine.score_epochs", 0, "positive integer"),
     ("refine.patience", 0, "positive integer"), ("refine.max_remove_per_iteration", 0.0, "(0, 1]"),
     ("refine.max_remove_per_iteration", 1.5, "(0, 1]"), ("refine.max_remove_total", 0.0, "(0, 1]"),
-    ("refine.max_remove_total", 1.01, "(0, 1]"),
+    ("refine.max_remove_total", 1.01, "(0, 1]"), ("refine.leave_one_out", "yes", "True or False"),
 ]
 
 
@@ -106,6 +106,21 @@ def test_each_bad_value_is_one_config_error_naming_the_flag(folders, flag, value
   with pytest.raises(ConfigError) as e:
     config_check.validate(c)
   assert f"--config.{flag}=" in str(e.value) and expected in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("others", [{"method": "iterative"}, {"refine.folds": 2}])
+def test_leave_one_out_is_refused_where_it_would_be_ignored(folders, others):
+  """Only gaussian_iqr without folds reads refine.leave_one_out; elsewhere it would change nothing, silently."""
+  c = _config(folders)
+  c.refine.leave_one_out = True
+  for flag, value in others.items():
+    section, name = flag.split(".") if "." in flag else (None, flag)
+    (c[section] if section else c)[name] = value
+  with pytest.raises(ConfigError, match=r"--config.refine.leave_one_out=True: .*method=gaussian_iqr and "
+                                        r"refine.folds=1"):
+    config_check.validate(c)
+  c.method, c.refine.folds, c.refine.warm_start = "gaussian_iqr", 1, False
+  config_check.validate(c)  # the control: where it is read, it is accepted
 
 
 @pytest.mark.parametrize("dataset, flag, value, expected", [

@@ -71,6 +71,19 @@ def test_another_config_is_refused_before_any_work(folders, finished, tmp_path, 
   assert (w / "results.json").read_bytes() == before
 
 
+def test_a_key_added_later_reads_as_its_old_behaviour_in_earlier_workdirs(folders, tmp_path):
+  """A workdir recorded before refine.leave_one_out existed was made with its behaviour at False: a config at False
+  may resume it, one at True is another config."""
+  c = _config(folders)
+  old = c.to_dict()
+  del old["refine"]["leave_one_out"]
+  (tmp_path / "run_config.json").write_text(json.dumps({"config": old}))
+  workdir.check_config(str(tmp_path), c)
+  c.refine.leave_one_out = True
+  with pytest.raises(WorkdirConfigError, match=r"refine.leave_one_out: False -> True"):
+    workdir.check_config(str(tmp_path), c)
+
+
 def test_spelling_of_paths_and_the_cache_dir_do_not_change_the_config(folders, finished, tmp_path, monkeypatch):
   """A control (it passes on the old code too): the fingerprint is not stricter than the results."""
   w = _copy(finished, tmp_path / "w")
