@@ -19,6 +19,8 @@ The rule, stated 2026-12-07 before any of these cells ran (the first-iteration c
               0.03 above the in-sample form's while its mean share of good images lost over all 27 runs is at most
               0.01 above. Reported beside it, not used: the same figures with every iteration kept (clean mode,
               where no validation stops anything). Training-set labels only; no test image is read.
+Outcome (2026-12-07): recall 0.739 against 0.325, good lost 5.5 % against 1.2 % (+4.3 points): fails, the folder
+config keeps the in-sample form; README ("Scoring each image by the others") gives it for a few dozen images.
 
   python -m launch.sweep --sweep=configs/sweeps/gaussian_loo.py:mtd/trajectories \
       --workdir=results/gaussian_loo_traj/mtd --sweep.cache_dir=results/cache
