@@ -26,6 +26,10 @@ elpv mono and hazelnut_toy, seeds 0-2, noise 0, 20, 50 %; training-set labels on
               none's, and (b) its mean removal recall over the 18 noisy runs is at least none's - 0.03.
 
   python -m benchmarks.synthetic_validation --out=results/benchmarks/synthetic_validation.json
+
+Outcome (2026-12-07): rejected. (a) holds (no good image lost on the clean runs, against 3.8 %), (b) fails (recall
+0.219 against 0.376): synthetic-defect AUROC (0.79-0.91) drifts down or stays flat while real injected defects are
+removed, so it stops most noisy runs early. README, "Synthetic defects as validation".
 """
 import os
 
