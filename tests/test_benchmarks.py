@@ -209,3 +209,17 @@ def test_stop_rule_replay_at_patience_two_looks_past_one_fall_and_keeps_the_best
   falling = run([0.90, 0.89, 0.88, 0.95, 0.96])
   assert stop_rule.replay(falling, 0.0, 2) == 0
   assert stop_rule.replay(falling, 0.0, 3) == 5
+
+
+def test_synthetic_defects_change_one_small_region_per_image_reproducibly():
+  """CutPaste rectangles (2-15 % of the area) and scars (a thin strip) change a small connected part of each image
+  and nothing else; the same seed makes the same defects, another seed others."""
+  from benchmarks.synthetic_validation import synthetic_defects  # noqa: PLC0415 - absl flags only under __main__
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(6, 64, 64, 3), dtype=np.uint8)
+  made = synthetic_defects(images, seed=3)
+  np.testing.assert_array_equal(made, synthetic_defects(images, seed=3))
+  assert not np.array_equal(made, synthetic_defects(images, seed=4))
+  changed = (made != images).any(-1).mean((1, 2))
+  assert np.all(changed > 0)
+  assert np.all(changed[0::2] <= 0.16) and np.all(changed[1::2] <= 0.05), changed  # cutpaste, scar
