@@ -232,7 +232,7 @@ def sweep_main() -> int:
       failed = ["(see the workers' lines above)"] if any(codes) else []
     else:
       failed = run_cells(sweep, root, todo, FLAGS.overwrite)
-  written = tables.write(root, root)
+  written = tables.write(root, root, sweep.get("note", ""))
   print(f"[sweep] wrote {', '.join(written)} in {root}", flush=True)
   if failed:
     print(f"error: {len(failed)} cells failed: {failed[0]}; fix it and run the same command again (finished "

@@ -135,13 +135,15 @@ def _noise_header(runs, noise: float) -> str:
   return f"{name} ({span} % realised)"
 
 
-def write(root: str, out_dir: str) -> list[str]:
-  """Writes tables.md, results.csv and the plots for the runs below `root`; returns the files written."""
+def write(root: str, out_dir: str, note: str = "") -> list[str]:
+  """Writes tables.md (headed by `note`, a sweep's warning on how to read it), results.csv and the plots for the
+  runs below `root`; returns the files written."""
   runs = collect(root)
   if not runs:
     return []
   md = tables(runs)
-  write_atomic(os.path.join(out_dir, "tables.md"), "\n".join(md.values()))
+  head = f"> {note}\n\n" if note else ""
+  write_atomic(os.path.join(out_dir, "tables.md"), head + "\n".join(md.values()))
   buf = io.StringIO()
   w = csv.writer(buf)
   w.writerow(["dataset", "category", "method", "tag", "noise", "seed", "auroc", "aupr", "f1_max", "n_injected",

@@ -46,3 +46,18 @@ def test_ranking_recall_within_budget_and_realised_contamination(tmp_path):
   assert "| maml_iqr | 0.60 / 0.000 |" in md["removal"]
   written = tables.write(str(tmp_path), str(tmp_path))
   assert "removal_curve.png" in written and (tmp_path / "removal_curve.png").stat().st_size > 0
+
+
+def test_trajectory_sweeps_head_their_tables_with_the_warning_that_their_auroc_is_no_result(tmp_path):
+  """The trajectory sweeps train 1-epoch final detectors only to finish their runs: their tables.md says so first;
+  a sweep of real detectors writes no such line."""
+  from configs.sweeps import gaussian_folds, gaussian_loo, gaussian_patience  # noqa: PLC0415
+  trajectory = [gaussian_patience.get_config("mtd/trajectories"), gaussian_folds.get_config("elpv/5"),
+                gaussian_loo.get_config("hazelnut/trajectories")]
+  assert all("not a result" in s.note for s in trajectory)
+  assert "note" not in gaussian_patience.get_config("mtd/p3")
+  _run(tmp_path / "run", "gaussian_iqr", ["g0", "d0"], ["d0"], 2, {"recall": 1.0, "precision": 1.0, "good_lost": 0})
+  tables.write(str(tmp_path), str(tmp_path), trajectory[0].note)
+  assert (tmp_path / "tables.md").read_text().startswith(f"> {trajectory[0].note}\n\n### ")
+  tables.write(str(tmp_path), str(tmp_path))
+  assert (tmp_path / "tables.md").read_text().startswith("### ")

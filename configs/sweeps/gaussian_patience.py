@@ -34,6 +34,8 @@ def table(name: str, trajectories: bool) -> ml_collections.ConfigDict:
     s.categories = ("mono",)
   if trajectories:
     s.overrides.train = {"meta_epochs": 1, "sub_epochs": 1}
+    s.note = ("A trajectory sweep: read the refinement (results.json's `refinement`, benchmarks/stop_rule.py). "
+              "Its final detectors train for 1 epoch only to finish the runs, so the AUROC below is not a result.")
   return s
 
 
