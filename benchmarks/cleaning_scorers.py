@@ -78,8 +78,7 @@ def main(argv):
   config = FLAGS.config
   if not config.cache_dir:
     raise SystemExit("--config.cache_dir: the feature cache folder of the sweeps (e.g. results/cache)")
-  backbone = backbones.get_backbone(config.backbone.name, config.backbone.weights_path or None,
-                                    tuple(config.backbone.stages) if config.backbone.name != "alexnet" else None)
+  backbone = backbones.from_config(config.backbone)
   bparams = backbone.load()
   dataset = readers.read(config.data, backbone.input_size, prepared_dir=os.path.join(config.cache_dir, "tfds"))
   flow_arms = recorded(FLAGS.roots)

@@ -211,8 +211,7 @@ def real_features(c):
   from maml_iqr.data import readers  # noqa: PLC0415
   from maml_iqr.data.contamination import contaminate  # noqa: PLC0415
   from maml_iqr.models import backbones  # noqa: PLC0415
-  backbone = backbones.get_backbone(c.backbone.name, c.backbone.weights_path or None,
-                                    tuple(c.backbone.stages) if c.backbone.name != "alexnet" else None)
+  backbone = backbones.from_config(c.backbone)
   bparams = backbone.load()
   dataset = readers.read(c.data, backbone.input_size)
   split = contaminate(dataset, c.noise.ratio, c.noise.mode, c.noise.overlap, c.seed, c.noise.on_shortage,

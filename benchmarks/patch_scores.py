@@ -158,8 +158,7 @@ def set_data(set_name: str, category: str, cache_dir: str, noises, seeds) -> Set
   base = cell_config(sweep, dict(category=category or sweep.categories[0], method="gaussian_iqr", noise=0.0, seed=0,
                                  variant="", arm="gaussian_iqr"), "")
   base.cache_dir = cache_dir  # the runs' feature and patch distance caches: what a run saw is reused
-  backbone = backbones.get_backbone(base.backbone.name, base.backbone.weights_path or None,
-                                    tuple(base.backbone.stages))
+  backbone = backbones.from_config(base.backbone)
   dataset = readers.read(base.data, backbone.input_size, prepared_dir=f"{cache_dir}/tfds")
   splits = {(noise, seed): contaminate(dataset, noise, base.noise.mode, base.noise.overlap, seed,
                                        base.noise.on_shortage, base.noise.val_fraction)

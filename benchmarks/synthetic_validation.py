@@ -127,7 +127,7 @@ def main(argv):
     c.cache_dir = FLAGS.cache_dir
     key = (c.data.name, c.data.get("category"))
     if key not in loaded:
-      bb = backbones.get_backbone(c.backbone.name, c.backbone.weights_path or None, tuple(c.backbone.stages))
+      bb = backbones.from_config(c.backbone)
       bparams = bb.load()
       loaded[key] = (bb, bparams, readers.read(c.data, bb.input_size,
                                                prepared_dir=os.path.join(c.cache_dir, "tfds")))

@@ -64,8 +64,7 @@ def main(argv):
     sweep.cache_dir = FLAGS.cache_dir
     base = cell_config(sweep, dict(category=sweep.categories[0], method="gaussian_iqr", noise=0.0, seed=0,
                                    variant="", arm="gaussian_iqr"), "")
-    backbone = backbones.get_backbone(base.backbone.name, base.backbone.weights_path or None,
-                                      tuple(base.backbone.stages))
+    backbone = backbones.from_config(base.backbone)
     bparams = backbone.load()
     dataset = readers.read(base.data, backbone.input_size, prepared_dir=f"{FLAGS.cache_dir}/tfds")
     for noise in map(float, FLAGS.noise):

@@ -143,8 +143,7 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   config_check.check_workdir(workdir)
   workdir_lib.claim(workdir, config, overwrite)
   timings, start, cache_before = {}, time.time(), xla_flags.compile_cache_use()
-  backbone = backbones.get_backbone(config.backbone.name, config.backbone.weights_path or None,
-                                    tuple(config.backbone.stages) if config.backbone.name != "alexnet" else None)
+  backbone = backbones.from_config(config.backbone)
   bparams = backbone.load()
   if not config.cache_dir:
     config = config.copy_and_resolve_references()

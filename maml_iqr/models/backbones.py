@@ -40,6 +40,11 @@ def _load_alexnet(weights_path):
         f'file from {ALEXNET_URL} as --config.backbone.weights_path') from None
 
 
+def from_config(b):
+  """The backbone a config's `backbone` section names (stages are EfficientNet-Lite0's; AlexNet has none)."""
+  return get_backbone(b.name, b.weights_path or None, tuple(b.stages) if b.name != 'alexnet' else None)
+
+
 def get_backbone(name='efficientnet_lite0', weights_path=None, stages=None):
   """Returns the named backbone; weights are read only when `load()` is called.
 
