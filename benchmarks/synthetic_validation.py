@@ -105,14 +105,18 @@ def mean_view(feats: np.ndarray) -> np.ndarray:
   return np.asarray(feats).mean(1)  # in the cached dtype, as `cleaning.fit_gaussian` averages
 
 
-def auroc_series(r: dict, train: np.ndarray, ids: list[str], good: np.ndarray, defects: np.ndarray) -> list[float]:
-  """Validation AUROC at each recorded iteration of the Gaussian fitted on that iteration's starting set."""
-  kept, out = np.ones(len(ids), bool), []
+def auroc_series(r: dict, train: np.ndarray, ids: list[str], good: np.ndarray,
+                 defect_sets: list[np.ndarray]) -> list[list[float]]:
+  """For each set of defects, the validation AUROC (against `good`) at each recorded iteration of the Gaussian
+  fitted on that iteration's starting set: one fit per iteration serves every set."""
+  kept, out = np.ones(len(ids), bool), [[] for _ in defect_sets]
   row = {i: n for n, i in enumerate(ids)}
-  labels = np.r_[np.zeros(len(good), bool), np.ones(len(defects), bool)]
   for h in r["refinement"]:
     mean, precision = gaussian.fit(train[kept])
-    out.append(auroc(labels, gaussian.mahalanobis(mean, precision, np.concatenate([good, defects]))))
+    good_scores = gaussian.mahalanobis(mean, precision, good)
+    for series, defects in zip(out, defect_sets):
+      labels = np.r_[np.zeros(len(good), bool), np.ones(len(defects), bool)]
+      series.append(auroc(labels, np.r_[good_scores, gaussian.mahalanobis(mean, precision, defects)]))
     kept[[row[i] for i in h["removed_ids"]]] = False
   return out
 
@@ -137,17 +141,16 @@ def main(argv):
     feats = run.split_features(c, bb, bparams, dataset, split, train_views=False)
     train, val = mean_view(feats["train_eval"]), mean_view(feats["val"])
     is_bad = np.asarray(split.val.labels) == 1
-    real = auroc_series(r, train, list(split.train.ids), val[~is_bad], val[is_bad])
-    recorded = [h["val_auroc"] for h in r["refinement"]]
-    if not np.allclose(real, recorded, atol=1e-6):
-      raise ReplayMismatch(f"{path}: recomputed validation AUROC {np.round(real, 4)} against recorded "
-                           f"{np.round(recorded, 4)}; check --cache_dir and that the run's data is unchanged")
     synth_cfg = c.copy_and_resolve_references()
     synth_cfg.cache_dir = os.path.join(FLAGS.cache_dir, "synthetic")
     made = synthetic_defects(np.asarray(split.val.images)[~is_bad], c.seed)
     synth = mean_view(features(synth_cfg, bb, bparams, made, f"synthetic_{dataset.name}",
                                train_rows=np.zeros(0, np.int64))["eval"])
-    series = auroc_series(r, train, list(split.train.ids), val[~is_bad], synth)
+    real, series = auroc_series(r, train, list(split.train.ids), val[~is_bad], [val[is_bad], synth])
+    recorded = [h["val_auroc"] for h in r["refinement"]]
+    if not np.allclose(real, recorded, atol=1e-6):
+      raise ReplayMismatch(f"{path}: recomputed validation AUROC {np.round(real, 4)} against recorded "
+                           f"{np.round(recorded, 4)}; check --cache_dir and that the run's data is unchanged")
     replayed = dict(r, refinement=[dict(h, val_auroc=a) for h, a in zip(r["refinement"], series)])
     kept = {"none": len(r["refinement"]), "synthetic": replay(replayed, 0.0, 3), "real": replay(r, 0.0, 3)}
     row = dict(run=os.path.relpath(path), dataset=r["dataset"], noise=r["noise"]["ratio"], seed=r["seed"],
