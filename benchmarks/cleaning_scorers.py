@@ -80,7 +80,7 @@ def main(argv):
     raise SystemExit("--config.cache_dir: the feature cache folder of the sweeps (e.g. results/cache)")
   backbone = backbones.from_config(config.backbone)
   bparams = backbone.load()
-  dataset = readers.read(config.data, backbone.input_size, prepared_dir=os.path.join(config.cache_dir, "tfds"))
+  dataset = readers.read_config(config, backbone.input_size)
   flow_arms = recorded(FLAGS.roots)
   results = collections.defaultdict(list)
   for noise in map(float, FLAGS.noise):

@@ -213,7 +213,7 @@ def real_features(c):
   from maml_iqr.models import backbones  # noqa: PLC0415
   backbone = backbones.from_config(c.backbone)
   bparams = backbone.load()
-  dataset = readers.read(c.data, backbone.input_size)
+  dataset = readers.read_config(c, backbone.input_size)
   split = contaminate(dataset, c.noise.ratio, c.noise.mode, c.noise.overlap, c.seed, c.noise.on_shortage,
                       c.noise.val_fraction)
   feats = run.split_features(c, backbone, bparams, dataset, split)

@@ -159,7 +159,7 @@ def set_data(set_name: str, category: str, cache_dir: str, noises, seeds) -> Set
                                  variant="", arm="gaussian_iqr"), "")
   base.cache_dir = cache_dir  # the runs' feature and patch distance caches: what a run saw is reused
   backbone = backbones.from_config(base.backbone)
-  dataset = readers.read(base.data, backbone.input_size, prepared_dir=f"{cache_dir}/tfds")
+  dataset = readers.read_config(base, backbone.input_size)
   splits = {(noise, seed): contaminate(dataset, noise, base.noise.mode, base.noise.overlap, seed,
                                        base.noise.on_shortage, base.noise.val_fraction)
             for noise in map(float, noises) for seed in map(int, seeds)}
@@ -172,7 +172,7 @@ def distances(data: SetData, recipe: patches_lib.Recipe = patches_lib.RECIPE):
   backbone, dataset = data.backbone, data.dataset
   if recipe.side(backbone.input_size) != backbone.input_size:
     backbone = dataclasses.replace(backbone, input_size=recipe.side(backbone.input_size))
-    dataset = readers.read(data.base.data, backbone.input_size, prepared_dir=f"{data.base.cache_dir}/tfds")
+    dataset = readers.read_config(data.base, backbone.input_size)
   ids = list(dataset.train.ids) + list(dataset.test.ids)  # every image a split may put in its training set
   d_all, patches = patches_lib.cached_distances(data.base, backbone, data.bparams,
                                                 np.concatenate([dataset.train.images, dataset.test.images]),

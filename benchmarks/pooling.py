@@ -97,8 +97,9 @@ def main(argv):
     sweep = ablation.get_config(f"{name}/gaussian_iqr")
     base = cell_config(sweep, dict(category=sweep.categories[0], method="gaussian_iqr", noise=0.0, seed=0,
                                    variant="", arm="gaussian_iqr"), "")
+    base.cache_dir = FLAGS.cache_dir
     backbone = backbones.from_config(base.backbone)
-    dataset = readers.read(base.data, backbone.input_size, prepared_dir=f"{FLAGS.cache_dir}/tfds")
+    dataset = readers.read_config(base, backbone.input_size)
     feats = pooled_features(base, backbone, backbone.load(), dataset,
                             os.path.join(FLAGS.cache_dir, f"pooling_{dataset.name}_{dataset.category}.npz"))
     row = {i: r for r, i in enumerate(dataset.train.ids + dataset.test.ids)}

@@ -133,8 +133,7 @@ def main(argv):
     if key not in loaded:
       bb = backbones.from_config(c.backbone)
       bparams = bb.load()
-      loaded[key] = (bb, bparams, readers.read(c.data, bb.input_size,
-                                               prepared_dir=os.path.join(c.cache_dir, "tfds")))
+      loaded[key] = (bb, bparams, readers.read_config(c, bb.input_size))
     bb, bparams, dataset = loaded[key]
     split = contaminate(dataset, c.noise.ratio, c.noise.mode, c.noise.overlap, c.seed, c.noise.on_shortage,
                         c.noise.val_fraction)

@@ -66,7 +66,7 @@ def main(argv):
                                    variant="", arm="gaussian_iqr"), "")
     backbone = backbones.from_config(base.backbone)
     bparams = backbone.load()
-    dataset = readers.read(base.data, backbone.input_size, prepared_dir=f"{FLAGS.cache_dir}/tfds")
+    dataset = readers.read_config(base, backbone.input_size)
     for noise in map(float, FLAGS.noise):
       for seed in map(int, FLAGS.seeds):
         c = base.copy_and_resolve_references()

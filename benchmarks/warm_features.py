@@ -26,9 +26,8 @@ def main(argv):
   if FLAGS.cpu_settings:
     c.update(cpu.overrides().to_dict())
   c.cache_dir = FLAGS.cache_dir
-  backbone = backbones.get_backbone(c.backbone.name, c.backbone.weights_path or None,
-                                    tuple(c.backbone.stages) if c.backbone.name != "alexnet" else None)
-  dataset = readers.read(c.data, backbone.input_size)
+  backbone = backbones.from_config(c.backbone)
+  dataset = readers.read_config(c, backbone.input_size)
   import numpy as np
   images = np.concatenate([dataset.train.images, dataset.test.images])
   t = time.time()

@@ -30,7 +30,7 @@ def patch_images(config, backbone, dataset, split) -> tuple[np.ndarray, np.ndarr
   if size == backbone.input_size:
     return split.train.images, split.val.images
   log(f"reading the images again at {size}x{size} for the patches (patch.input_size)")
-  again = readers.read(config.data, size, prepared_dir=os.path.join(config.cache_dir, "tfds"))
+  again = readers.read_config(config, size)
   by_id = dict(zip(list(again.train.ids) + list(again.test.ids), [*again.train.images, *again.test.images]))
   return tuple(np.stack([by_id[i] for i in part.ids]) if len(part.ids) else np.zeros((0, size, size, 3), np.uint8)
                for part in (split.train, split.val))
@@ -149,7 +149,7 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
     config = config.copy_and_resolve_references()
     with config.unlocked():
       config.cache_dir = os.path.join(workdir, "cache")
-  dataset = readers.read(config.data, backbone.input_size, prepared_dir=os.path.join(config.cache_dir, "tfds"))
+  dataset = readers.read_config(config, backbone.input_size)
   split = contaminate(dataset, config.noise.ratio, config.noise.mode, config.noise.overlap, config.seed,
                       config.noise.on_shortage, config.noise.val_fraction)
   warnings = config_check.check_feasible(config, split)

@@ -180,6 +180,18 @@ def test_config_value_names_the_folder(tmp_path, mvtec_root):
   assert _prepared(own) and not os.path.exists(tmp_path / "default")
 
 
+def test_read_config_prepares_under_the_cache_folder(tmp_path, mvtec_root):
+  """Runs and benchmarks read a config's data one way: prepared under `<cache_dir>/tfds`, decoded without one."""
+  import ml_collections
+  config = ml_collections.ConfigDict(dict(data=_data("mvtec", mvtec_root), cache_dir=str(tmp_path / "cache")))
+  want = readers.read_mvtec(mvtec_root, "widget", SIZE)
+  _assert_same(readers.read_config(config, SIZE).train, want.train)
+  assert _prepared(str(tmp_path / "cache" / "tfds"))
+  config.cache_dir = ""
+  _assert_same(readers.read_config(config, SIZE).test, want.test)
+  assert not os.path.exists("tfds")
+
+
 def test_changed_source_is_prepared_again(tmp_path, mvtec_root, monkeypatch):
   data_dir = str(tmp_path / "tfds")
   read = lambda: readers.read(_data("mvtec", mvtec_root), SIZE, prepared_dir=data_dir)

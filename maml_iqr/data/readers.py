@@ -238,3 +238,9 @@ def read(data, size: int, prepared_dir: str = "") -> Dataset:
   if name == "folder":
     return read_folder(data.root, data.defective_root or None, size, data.test_fraction, data.split_seed)
   raise DataError(f"data.name={name!r}: expected one of mvtec, ksdd2, magnetic_tile, elpv, folder")
+
+
+def read_config(config, size: int) -> Dataset:
+  """`read` as every run and benchmark reads a config's data: MVTec-AD and KSDD2 prepared through TFDS under
+  `<config.cache_dir>/tfds` (decoded from the files where the config names no cache folder)."""
+  return read(config.data, size, prepared_dir=os.path.join(config.cache_dir, "tfds") if config.cache_dir else "")
