@@ -2,7 +2,9 @@
 
 Per method: one row per category, one column per noise level, a mean row; cells are mean ± std over seeds.
 A comparison table: one row per method, the mean over categories per noise level. Markdown and CSV. Column
-headers give the noise level and the contamination it realised in the training sets (injected / all).
+headers give the noise level and the contamination it realised in the training sets (injected / all). A mean
+or comparison cell whose method lacks some of the (category, seed) runs that the other methods have at its noise
+level says so, "(k of n runs)": a comparison is paired or it is marked.
 
 Removal is read two ways: where the run stopped (recall of the injected images, share of the good ones lost) and
 what its cleaning ranking allows (`suspicious.csv`: each image's score from the last iteration that scored it):
@@ -96,24 +98,32 @@ def tables(runs: list[dict]) -> dict[str, str]:
     means = []
     for n in noises:
       per_cat = [np.mean([r["auroc"] for r in by[(c, n)]]) for c in cats if (c, n) in by]
-      means.append(f"{np.mean(per_cat):.3f}" if per_cat else "-")
+      gap = _coverage([r for k in by if k[1] == n for r in by[k]], [r for r in runs if r["noise"]["ratio"] == n])
+      means.append((f"{np.mean(per_cat):.3f}" if per_cat else "-") + gap)
     body += "| **mean** | " + " | ".join(means) + " |\n"
     out[f"auroc_{m}"] = f"### {m}: test image AUROC\n\n" + header + body
   comp = "| method | " + columns
   rem, within = comp, comp
+  partial = False
   for m in methods:
     cells, rcells, wcells = [], [], []
     for n in noises:
       sel = [r for r in runs if label(r) == m and r["noise"]["ratio"] == n]
-      cells.append(_cell([r["auroc"] for r in sel]))
+      gap = _coverage(sel, [r for r in runs if r["noise"]["ratio"] == n])
+      partial |= bool(gap)
+      cells.append(_cell([r["auroc"] for r in sel]) + gap)
       rec = [r["removal"]["recall"] for r in sel if r["removal"]["recall"] is not None]
       lost = [r["removal"]["good_lost"] for r in sel]
-      rcells.append((f"{np.mean(rec):.2f}" if rec else "-") + " / " + (f"{np.mean(lost):.3f}" if lost else "-"))
+      rcells.append((f"{np.mean(rec):.2f}" if rec else "-") + " / " + (f"{np.mean(lost):.3f}" if lost else "-") + gap)
       wcells.append(_cell([metrics.recall_within(r["curve"]["good_lost"], r["curve"]["recall"])
-                          for r in sel if r.get("curve")]))
+                          for r in sel if r.get("curve")]) + gap)
     comp += f"| {m} | " + " | ".join(cells) + " |\n"
     rem += f"| {m} | " + " | ".join(rcells) + " |\n"
     within += f"| {m} | " + " | ".join(wcells) + " |\n"
+  if partial:
+    note = ("\n(k of n runs): the method has only k of the n (category, seed) runs that the methods at this noise "
+            "level have together; its cell is not paired with the others'.\n")
+    comp, rem, within = comp + note, rem + note, within + note
   out["comparison"] = "### Methods compared: test image AUROC (mean ± std over seeds and categories)\n\n" + comp
   out["removal"] = ("### Removal where the run stopped: recall of the injected images / share of the good images "
                     "lost\n\n" + rem)
@@ -121,6 +131,15 @@ def tables(runs: list[dict]) -> dict[str, str]:
                           f"{100 * metrics.GOOD_LOST_BUDGET:.0f} % of the good images lost (suspicious.csv; "
                           "mean ± std over seeds)\n\n" + within)
   return out
+
+
+def _coverage(sel: list[dict], level: list[dict]) -> str:
+  """' (k of n runs)' where the runs `sel` of one method cover only k of the n (category, seed) pairs that the
+  runs `level` of every method at the same noise level cover, so that an unpaired mean is never read as paired;
+  '' where they cover all of them or none (the cell is '-')."""
+  have = {(r["dataset"], r["category"], r["seed"]) for r in sel}
+  every = {(r["dataset"], r["category"], r["seed"]) for r in level}
+  return "" if not have or have >= every else f" ({len(have)} of {len(every)} runs)"
 
 
 def _noise_header(runs, noise: float) -> str:
