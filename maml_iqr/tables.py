@@ -88,6 +88,7 @@ def tables(runs: list[dict]) -> dict[str, str]:
   methods = _order({label(r) for r in runs})
   columns = " | ".join(_noise_header(runs, n) for n in noises) + " |\n|---|" + "---|" * len(noises) + "\n"
   header = "| category | " + columns
+  at_noise = _group(runs, lambda r: r["noise"]["ratio"])
   out = {}
   for m in methods:
     by = _group([r for r in runs if label(r) == m], lambda r: (f"{r['dataset']}/{r['category']}", r["noise"]["ratio"]))
@@ -98,7 +99,7 @@ def tables(runs: list[dict]) -> dict[str, str]:
     means = []
     for n in noises:
       per_cat = [np.mean([r["auroc"] for r in by[(c, n)]]) for c in cats if (c, n) in by]
-      gap = _coverage([r for k in by if k[1] == n for r in by[k]], [r for r in runs if r["noise"]["ratio"] == n])
+      gap = _coverage([r for k in by if k[1] == n for r in by[k]], at_noise[n])
       means.append((f"{np.mean(per_cat):.3f}" if per_cat else "-") + gap)
     body += "| **mean** | " + " | ".join(means) + " |\n"
     out[f"auroc_{m}"] = f"### {m}: test image AUROC\n\n" + header + body
@@ -108,8 +109,8 @@ def tables(runs: list[dict]) -> dict[str, str]:
   for m in methods:
     cells, rcells, wcells = [], [], []
     for n in noises:
-      sel = [r for r in runs if label(r) == m and r["noise"]["ratio"] == n]
-      gap = _coverage(sel, [r for r in runs if r["noise"]["ratio"] == n])
+      sel = [r for r in at_noise[n] if label(r) == m]
+      gap = _coverage(sel, at_noise[n])
       partial |= bool(gap)
       cells.append(_cell([r["auroc"] for r in sel]) + gap)
       rec = [r["removal"]["recall"] for r in sel if r["removal"]["recall"] is not None]
