@@ -89,6 +89,7 @@ def tables(runs: list[dict]) -> dict[str, str]:
   columns = " | ".join(_noise_header(runs, n) for n in noises) + " |\n|---|" + "---|" * len(noises) + "\n"
   header = "| category | " + columns
   at_noise = _group(runs, lambda r: r["noise"]["ratio"])
+  gaps = {(m, n): _coverage([r for r in at_noise[n] if label(r) == m], at_noise[n]) for m in methods for n in noises}
   out = {}
   for m in methods:
     by = _group([r for r in runs if label(r) == m], lambda r: (f"{r['dataset']}/{r['category']}", r["noise"]["ratio"]))
@@ -99,19 +100,16 @@ def tables(runs: list[dict]) -> dict[str, str]:
     means = []
     for n in noises:
       per_cat = [np.mean([r["auroc"] for r in by[(c, n)]]) for c in cats if (c, n) in by]
-      gap = _coverage([r for k in by if k[1] == n for r in by[k]], at_noise[n])
-      means.append((f"{np.mean(per_cat):.3f}" if per_cat else "-") + gap)
+      means.append((f"{np.mean(per_cat):.3f}" if per_cat else "-") + gaps[(m, n)])
     body += "| **mean** | " + " | ".join(means) + " |\n"
     out[f"auroc_{m}"] = f"### {m}: test image AUROC\n\n" + header + body
   comp = "| method | " + columns
   rem, within = comp, comp
-  partial = False
   for m in methods:
     cells, rcells, wcells = [], [], []
     for n in noises:
       sel = [r for r in at_noise[n] if label(r) == m]
-      gap = _coverage(sel, at_noise[n])
-      partial |= bool(gap)
+      gap = gaps[(m, n)]
       cells.append(_cell([r["auroc"] for r in sel]) + gap)
       rec = [r["removal"]["recall"] for r in sel if r["removal"]["recall"] is not None]
       lost = [r["removal"]["good_lost"] for r in sel]
@@ -121,7 +119,7 @@ def tables(runs: list[dict]) -> dict[str, str]:
     comp += f"| {m} | " + " | ".join(cells) + " |\n"
     rem += f"| {m} | " + " | ".join(rcells) + " |\n"
     within += f"| {m} | " + " | ".join(wcells) + " |\n"
-  if partial:
+  if any(gaps.values()):
     note = ("\n(k of n runs): the method has only k of the n (category, seed) runs that the methods at this noise "
             "level have together; its cell is not paired with the others'.\n")
     comp, rem, within = comp + note, rem + note, within + note
