@@ -4,7 +4,7 @@ Per method: one row per category, one column per noise level, a mean row; cells 
 A comparison table: one row per method, the mean over categories per noise level. Markdown and CSV. Column
 headers give the noise level and the contamination it realised in the training sets (injected / all). A mean
 or comparison cell whose method lacks some of the (category, seed) runs that the other methods have at its noise
-level says so, "(k of n runs)": a comparison is paired or it is marked.
+level says so, "(k of n runs)", and so do the plots: a comparison is paired or it is marked.
 
 Removal is read two ways: where the run stopped (recall of the injected images, share of the good ones lost) and
 what its cleaning ranking allows (`suspicious.csv`: each image's score from the last iteration that scored it):
@@ -89,7 +89,7 @@ def tables(runs: list[dict]) -> dict[str, str]:
   columns = " | ".join(_noise_header(runs, n) for n in noises) + " |\n|---|" + "---|" * len(noises) + "\n"
   header = "| category | " + columns
   at_noise = _group(runs, lambda r: r["noise"]["ratio"])
-  gaps = {(m, n): _coverage([r for r in at_noise[n] if label(r) == m], at_noise[n]) for m in methods for n in noises}
+  gaps = _gaps(runs)
   out = {}
   for m in methods:
     by = _group([r for r in runs if label(r) == m], lambda r: (f"{r['dataset']}/{r['category']}", r["noise"]["ratio"]))
@@ -130,6 +130,13 @@ def tables(runs: list[dict]) -> dict[str, str]:
                           f"{100 * metrics.GOOD_LOST_BUDGET:.0f} % of the good images lost (suspicious.csv; "
                           "mean ± std over seeds)\n\n" + within)
   return out
+
+
+def _gaps(runs: list[dict]) -> dict[tuple[str, float], str]:
+  """{(method label, noise): `_coverage` of that method's runs among every run at that noise level}."""
+  at_noise = _group(runs, lambda r: r["noise"]["ratio"])
+  return {(m, n): _coverage([r for r in level if label(r) == m], level)
+          for n, level in at_noise.items() for m in {label(r) for r in runs}}
 
 
 def _coverage(sel: list[dict], level: list[dict]) -> str:
@@ -181,6 +188,7 @@ def _plots(runs, out_dir) -> list[str]:
   import matplotlib.pyplot as plt
   noises = sorted({r["noise"]["ratio"] for r in runs})
   methods = _order({label(r) for r in runs})
+  gaps = _gaps(runs)
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
   for m in methods:
     mean, std = [], []
@@ -189,6 +197,10 @@ def _plots(runs, out_dir) -> list[str]:
       mean.append(np.mean(v) if v else np.nan)
       std.append(np.std(v) if v else np.nan)
     axes[0].errorbar(np.array(noises) * 100, mean, yerr=std, marker="o", capsize=3, label=m)
+    for n, y in zip(noises, mean):  # an unpaired mean is labelled on the plot as in the tables
+      if gaps[(m, n)]:
+        axes[0].annotate(gaps[(m, n)].strip(" ()"), (100 * n, y), fontsize=6, xytext=(4, -8),
+                         textcoords="offset points")
     rec = [np.mean([r["removal"]["recall"] for r in runs if label(r) == m and r["noise"]["ratio"] == n
                     and r["removal"]["recall"] is not None] or [np.nan]) for n in noises]
     prec = [np.mean([r["removal"]["precision"] for r in runs if label(r) == m and r["noise"]["ratio"] == n
@@ -218,6 +230,7 @@ def _curve_plot(runs, out_dir) -> list[str]:
   ranked = [r for r in runs if r.get("curve")]
   if not ranked:
     return []
+  gaps = _gaps(runs)
   noises = sorted({r["noise"]["ratio"] for r in ranked})
   grid = np.linspace(0, 0.3, 121)
   methods = _order({label(r) for r in ranked})  # one colour per method across the panels
@@ -231,7 +244,8 @@ def _curve_plot(runs, out_dir) -> list[str]:
       mean = np.mean([[metrics.recall_within(r["curve"]["good_lost"], r["curve"]["recall"], g) for g in grid]
                      for r in sel], 0)
       colour = f"C{i}"
-      ax.plot(100 * grid, mean, color=colour, label=f"{m} ({len(sel)})")
+      runs_note = f"{len(sel)} run{'s' * (len(sel) > 1)}" + ("; unpaired" if gaps[(m, n)] else "")
+      ax.plot(100 * grid, mean, color=colour, label=f"{m} ({runs_note})")
       ax.scatter([100 * r["removal"]["good_lost"] for r in sel], [r["removal"]["recall"] for r in sel],
                  color=colour, s=14, zorder=3)
     ax.axvline(100 * metrics.GOOD_LOST_BUDGET, color="grey", ls=":")

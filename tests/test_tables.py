@@ -76,3 +76,22 @@ def test_a_method_missing_runs_that_others_have_is_marked_unpaired(tmp_path):
     assert "(1 of 2 runs)" in rows["| gaussian_iqr"] and "runs)" not in rows["| maml_iqr"]
   assert "| **mean** | 0.900 (1 of 2 runs) |" in md["auroc_gaussian_iqr"]
   assert "| **mean** | 0.900 |" in md["auroc_maml_iqr"]
+
+
+def test_the_plots_mark_the_unpaired_method_too(tmp_path, monkeypatch):
+  """The same runs as above: auroc_vs_noise.png labels gaussian_iqr's point '1 of 2 runs' and removal_curve.png's
+  legend calls it unpaired; maml_iqr is marked in neither."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  removal = {"recall": 1.0, "precision": 1.0, "good_lost": 0.0}
+  for seed in (0, 1):
+    _run(tmp_path / f"maml_iqr{seed}", "maml_iqr", ["d0", "g0"], ["d0"], 2, removal, seed=seed)
+  _run(tmp_path / "gaussian_iqr0", "gaussian_iqr", ["d0", "g0"], ["d0"], 2, removal, seed=0)
+  figures, subplots = [], plt.subplots
+  monkeypatch.setattr(plt, "subplots", lambda *a, **k: figures.append(subplots(*a, **k)) or figures[-1])
+  tables.write(str(tmp_path), str(tmp_path))
+  (_, noise_axes), (_, curve_axes) = figures
+  assert [t.get_text() for t in noise_axes[0].texts] == ["1 of 2 runs"]
+  legend = [t.get_text() for t in curve_axes[0][0].get_legend().get_texts()]
+  assert sorted(legend) == ["gaussian_iqr (1 run; unpaired)", "maml_iqr (2 runs)"]
