@@ -223,3 +223,19 @@ def test_synthetic_defects_change_one_small_region_per_image_reproducibly():
   changed = (made != images).any(-1).mean((1, 2))
   assert np.all(changed > 0)
   assert np.all(changed[0::2] <= 0.16) and np.all(changed[1::2] <= 0.05), changed  # cutpaste, scar
+
+
+def test_patch_backbone_reads_any_lite_layout_as_lite0_is_read():
+  """benchmarks.patch_backbone loads a Lite state dict of any depth and derives each block's stride from the
+  channels alone: on Lite0's weights that must give Lite0's own strides and its own stage maps, or the Lite2 figures
+  would come from a mis-strided network."""
+  import jax.numpy as jnp  # noqa: PLC0415
+  from benchmarks import patch_backbone  # noqa: PLC0415
+  from maml_iqr import patches as patches_lib  # noqa: PLC0415
+  from maml_iqr.models import efficientnet_lite as enet  # noqa: PLC0415
+  params = patch_backbone.lite_params(enet.weights_path())
+  assert patch_backbone.block_strides(params) == list(enet._BLOCK_STRIDES)
+  images = jnp.asarray(np.random.default_rng(0).uniform(size=(1, 224, 224, 3)), jnp.float32)
+  got = patch_backbone.lite_patch_features(params, images, patch_backbone.block_strides(params), (4, 10))
+  want = patches_lib.patch_features(enet.load_params(), images, patches_lib.Recipe(stages=("block4", "block10")))
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
