@@ -33,14 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks.patch_recipes import scored_runs, summary
 from benchmarks.patch_scores import define_set_flags, set_data, distances
 from maml_iqr import feature_cache
 from maml_iqr import features as features_lib
 from maml_iqr import patches as patches_lib
-from maml_iqr import run
 from maml_iqr.common import log
 from maml_iqr.io import write_atomic, write_json
-from maml_iqr.metrics import GOOD_LOST_BUDGET, auroc, recall_at_good_lost
+from maml_iqr.metrics import GOOD_LOST_BUDGET
 from maml_iqr.models import efficientnet_lite as enet
 from maml_iqr.models import torch_weights
 
@@ -102,8 +102,8 @@ def lite2_distances(data) -> tuple[np.ndarray, dict]:
   path = lite2_weights_path()
   params = lite_params(path)
   strides = block_strides(params)
-  assert strides[:7] == [1, 2, 1, 1, 2, 1, 1] and params["blocks"][6]["project"]["kernel"].shape[-1] == 48, (
-      "not EfficientNet-Lite2's layout")
+  if strides[:7] != [1, 2, 1, 1, 2, 1, 1] or params["blocks"][6]["project"]["kernel"].shape[-1] != 48:
+    raise ValueError(f"{path}: not EfficientNet-Lite2's layout (block strides {strides})")
   dataset = data.dataset
   ids = list(dataset.train.ids) + list(dataset.test.ids)
   images = np.concatenate([dataset.train.images, dataset.test.images])
@@ -127,28 +127,6 @@ def lite2_distances(data) -> tuple[np.ndarray, dict]:
   dist = patches_lib.nearest_patch_distances(feats, None, "Lite2, all images")
   write_atomic(cache, lambda f: np.savez(f, spec=np.asarray(spec), digests=digests, dist=dist))
   return dist, {i: r for r, i in enumerate(ids)}
-
-
-def scored_runs(name: str, splits: dict, d_all: np.ndarray, row: dict) -> list[dict]:
-  """Cleaning AUROC and recall at <= 5 % good lost of patch_iqr's score (K = 3, top 5), per (noise, seed)."""
-  runs = []
-  for (noise, seed), split in splits.items():
-    rows = np.asarray([row[i] for i in split.train.ids])
-    d = patches_lib.split_tables(d_all[rows][:, :, rows], len(rows))["train_patch_d"]
-    scores = patches_lib.image_scores(d)
-    injected = run.injected_mask(split)
-    runs.append({"noise": noise, "seed": seed, "auroc": auroc(injected, scores),
-                 "recall": recall_at_good_lost(injected, scores, GOOD_LOST_BUDGET)})
-    print(f"{name:<7} {noise:.0%} seed {seed}: cleaning AUROC {runs[-1]['auroc']:.3f}, recall at <= "
-          f"{GOOD_LOST_BUDGET:.0%} good lost {runs[-1]['recall']:.3f}", flush=True)
-  return runs
-
-
-def summary(runs: list[dict]) -> dict:
-  return {"runs": runs, "mean_recall": float(np.mean([r["recall"] for r in runs])),
-          "mean_auroc": float(np.mean([r["auroc"] for r in runs])),
-          "recall_per_noise": {f"{n:.0%}": float(np.mean([r["recall"] for r in runs if r["noise"] == n]))
-                               for n in sorted({r["noise"] for r in runs})}}
 
 
 def main(argv):

@@ -61,6 +61,12 @@ def recipe_runs(name: str) -> list[dict]:
   """Cleaning AUROC and recall at <= 5 % good lost of patch_iqr's score with one recipe, per (noise, seed)."""
   splits, d_all, _, row = set_distances(FLAGS.set, FLAGS.category, FLAGS.cache_dir, FLAGS.noise, FLAGS.seeds,
                                         CANDIDATES[name])
+  return scored_runs(name, splits, d_all, row)
+
+
+def scored_runs(name: str, splits: dict, d_all: np.ndarray, row: dict) -> list[dict]:
+  """Cleaning AUROC and recall at <= 5 % good lost of patch_iqr's score (K = 3, top 5) on distance tables `d_all`
+  over a set's images (`row`: each image id's row), per (noise, seed) split."""
   runs = []
   for (noise, seed), split in splits.items():
     rows = np.asarray([row[i] for i in split.train.ids])
@@ -74,16 +80,19 @@ def recipe_runs(name: str) -> list[dict]:
   return runs
 
 
+def summary(runs: list[dict]) -> dict:
+  """Mean recall and cleaning AUROC over the runs, and mean recall per noise level."""
+  return {"runs": runs, "mean_recall": float(np.mean([r["recall"] for r in runs])),
+          "mean_auroc": float(np.mean([r["auroc"] for r in runs])),
+          "recall_per_noise": {f"{n:.0%}": float(np.mean([r["recall"] for r in runs if r["noise"] == n]))
+                               for n in sorted({r["noise"] for r in runs})}}
+
+
 def main(argv):
   del argv
   results = {}
   for name in FLAGS.recipes:
-    runs = recipe_runs(name)
-    results[name] = {"recipe": repr(CANDIDATES[name]), "runs": runs,
-                     "mean_recall": float(np.mean([r["recall"] for r in runs])),
-                     "mean_auroc": float(np.mean([r["auroc"] for r in runs])),
-                     "recall_per_noise": {f"{n:.0%}": float(np.mean([r["recall"] for r in runs if r["noise"] == n]))
-                                          for n in sorted({r["noise"] for r in runs})}}
+    results[name] = {"recipe": repr(CANDIDATES[name])} | summary(recipe_runs(name))
     if FLAGS.out:  # after every recipe: a killed run keeps what it measured
       write_json(FLAGS.out, {"set": FLAGS.set, "category": FLAGS.category, "budget": GOOD_LOST_BUDGET,
                              "results": results})
