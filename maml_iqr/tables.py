@@ -219,18 +219,18 @@ def _plots(runs, out_dir) -> list[str]:
   fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
   plt.close(fig)
   write_atomic(os.path.join(out_dir, "auroc_vs_noise.png"), buf.getvalue())
-  return ["auroc_vs_noise.png"] + _curve_plot(runs, out_dir)
+  return ["auroc_vs_noise.png"] + _curve_plot(runs, out_dir, gaps)
 
 
-def _curve_plot(runs, out_dir) -> list[str]:
+def _curve_plot(runs, out_dir, gaps) -> list[str]:
   """removal_curve.png: one panel per noise level, per method the recall against the share of good images lost
-  along its ranking (mean over runs on a common grid), each run's stopping point as a dot, the budget dotted.
+  along its ranking (mean over runs on a common grid), each run's stopping point as a dot, the budget dotted; the
+  legend calls a method unpaired where `gaps` (`_gaps(runs)`) marks it.
   benchmarks/removal_curve.py plots the same axes for a run's first scoring instead of its final ranking."""
   import matplotlib.pyplot as plt
   ranked = [r for r in runs if r.get("curve")]
   if not ranked:
     return []
-  gaps = _gaps(runs)
   noises = sorted({r["noise"]["ratio"] for r in ranked})
   grid = np.linspace(0, 0.3, 121)
   methods = _order({label(r) for r in ranked})  # one colour per method across the panels
