@@ -33,14 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from benchmarks.patch_recipes import scored_runs, summary
+from benchmarks.patch_recipes import print_means, scored_runs, summary, write_results
 from benchmarks.patch_scores import define_set_flags, set_data, distances
 from maml_iqr import feature_cache
 from maml_iqr import features as features_lib
 from maml_iqr import patches as patches_lib
 from maml_iqr.common import log
-from maml_iqr.io import write_atomic, write_json
-from maml_iqr.metrics import GOOD_LOST_BUDGET
+from maml_iqr.io import write_atomic
 from maml_iqr.models import efficientnet_lite as enet
 from maml_iqr.models import torch_weights
 
@@ -137,13 +136,8 @@ def main(argv):
   del d_current
   d_lite2, row2 = lite2_distances(data)
   results["lite2"] = summary(scored_runs("lite2", data.splits, d_lite2, row2))
-  if FLAGS.out:
-    write_json(FLAGS.out, {"set": FLAGS.set, "category": FLAGS.category, "budget": GOOD_LOST_BUDGET,
-                           "results": results})
-  print(f"\nmean over runs: recall at <= {GOOD_LOST_BUDGET:.0%} good lost (per noise) / cleaning AUROC")
-  for name, r in results.items():
-    per_noise = " / ".join(f"{v:.3f}" for v in r["recall_per_noise"].values())
-    print(f"  {name:<16} {r['mean_recall']:.3f} ({per_noise}) / {r['mean_auroc']:.3f}")
+  write_results(results)
+  print_means(results, 16)
 
 
 if __name__ == "__main__":

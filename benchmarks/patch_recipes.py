@@ -88,18 +88,28 @@ def summary(runs: list[dict]) -> dict:
                                for n in sorted({r["noise"] for r in runs})}}
 
 
+def write_results(results: dict) -> None:
+  """The figures so far to --out, if given."""
+  if FLAGS.out:
+    write_json(FLAGS.out, {"set": FLAGS.set, "category": FLAGS.category, "budget": GOOD_LOST_BUDGET,
+                           "results": results})
+
+
+def print_means(results: dict, width: int) -> None:
+  """One line per candidate: mean recall at <= 5 % good lost (per noise) / cleaning AUROC."""
+  print(f"\nmean over runs: recall at <= {GOOD_LOST_BUDGET:.0%} good lost (per noise) / cleaning AUROC")
+  for name, r in results.items():
+    per_noise = " / ".join(f"{v:.3f}" for v in r["recall_per_noise"].values())
+    print(f"  {name:<{width}} {r['mean_recall']:.3f} ({per_noise}) / {r['mean_auroc']:.3f}")
+
+
 def main(argv):
   del argv
   results = {}
   for name in FLAGS.recipes:
     results[name] = {"recipe": repr(CANDIDATES[name])} | summary(recipe_runs(name))
-    if FLAGS.out:  # after every recipe: a killed run keeps what it measured
-      write_json(FLAGS.out, {"set": FLAGS.set, "category": FLAGS.category, "budget": GOOD_LOST_BUDGET,
-                             "results": results})
-  print(f"\nmean over runs: recall at <= {GOOD_LOST_BUDGET:.0%} good lost (per noise) / cleaning AUROC")
-  for name, r in results.items():
-    per_noise = " / ".join(f"{v:.3f}" for v in r["recall_per_noise"].values())
-    print(f"  {name:<9} {r['mean_recall']:.3f} ({per_noise}) / {r['mean_auroc']:.3f}")
+    write_results(results)  # after every recipe: a killed run keeps what it measured
+  print_means(results, 9)
 
 
 if __name__ == "__main__":

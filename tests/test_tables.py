@@ -63,13 +63,18 @@ def test_trajectory_sweeps_head_their_tables_with_the_warning_that_their_auroc_i
   assert (tmp_path / "tables.md").read_text().startswith("### ")
 
 
-def test_a_method_missing_runs_that_others_have_is_marked_unpaired(tmp_path):
-  """maml_iqr ran seeds 0 and 1, gaussian_iqr seed 0 only: gaussian_iqr's comparison and mean cells say
-  '(1 of 2 runs)', maml_iqr's do not, so that an unpaired mean is never read as a paired comparison."""
+def _unpaired_runs(tmp_path):
+  """maml_iqr at seeds 0 and 1, gaussian_iqr at seed 0 only."""
   removal = {"recall": 1.0, "precision": 1.0, "good_lost": 0.0}
   for seed in (0, 1):
     _run(tmp_path / f"maml_iqr{seed}", "maml_iqr", ["d0", "g0"], ["d0"], 2, removal, seed=seed)
   _run(tmp_path / "gaussian_iqr0", "gaussian_iqr", ["d0", "g0"], ["d0"], 2, removal, seed=0)
+
+
+def test_a_method_missing_runs_that_others_have_is_marked_unpaired(tmp_path):
+  """maml_iqr ran seeds 0 and 1, gaussian_iqr seed 0 only: gaussian_iqr's comparison and mean cells say
+  '(1 of 2 runs)', maml_iqr's do not, so that an unpaired mean is never read as a paired comparison."""
+  _unpaired_runs(tmp_path)
   md = tables.tables(tables.collect(str(tmp_path)))
   for name in ("comparison", "removal", "within_budget"):
     rows = {line.split(" | ")[0]: line for line in md[name].splitlines() if line.startswith("| ")}
@@ -84,10 +89,7 @@ def test_the_plots_mark_the_unpaired_method_too(tmp_path, monkeypatch):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  removal = {"recall": 1.0, "precision": 1.0, "good_lost": 0.0}
-  for seed in (0, 1):
-    _run(tmp_path / f"maml_iqr{seed}", "maml_iqr", ["d0", "g0"], ["d0"], 2, removal, seed=seed)
-  _run(tmp_path / "gaussian_iqr0", "gaussian_iqr", ["d0", "g0"], ["d0"], 2, removal, seed=0)
+  _unpaired_runs(tmp_path)
   figures, subplots = [], plt.subplots
   monkeypatch.setattr(plt, "subplots", lambda *a, **k: figures.append(subplots(*a, **k)) or figures[-1])
   tables.write(str(tmp_path), str(tmp_path))
