@@ -239,3 +239,33 @@ def test_patch_backbone_reads_any_lite_layout_as_lite0_is_read():
   got = patch_backbone.lite_patch_features(params, images, patch_backbone.block_strides(params), (4, 10))
   want = patches_lib.patch_features(enet.load_params(), images, patches_lib.Recipe(stages=("block4", "block10")))
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_whitened_patch_distances_find_a_defect_along_a_direction_good_patches_hardly_vary():
+  """Good patches vary 20x more along channel 0 than channel 1; each image carries a few patches far out along
+  channel 0 (rare textures) and one image a patch 1 unit off along channel 1. Raw distances rank the texture
+  images first; whitened ones rank the odd image first. The fitted map whitens Gaussian patches."""
+  from benchmarks import patch_whitening
+  rng = np.random.default_rng(0)
+  n, p = 40, 16
+  feats = np.stack([rng.normal(0, 1, (n, p)) * 2.0, rng.normal(0, 1, (n, p)) * 0.1], -1).astype(np.float32)
+  feats[:, :5, 0] += rng.choice([-6.0, 6.0], (n, 5))  # each image a few unusual-texture patches
+  feats[7, 0, 1] += 1.0  # the defect: 10 standard deviations along channel 1
+  gauss = rng.normal(0, 1, (n, p, 2)).astype(np.float32) @ np.array([[2.0, 0.5], [0.0, 1.0]], np.float32)
+  x = patch_whitening.fitted_transform("whiten", gauss)(gauss).reshape(-1, 2)
+  np.testing.assert_allclose(np.cov(x.T, bias=True), np.eye(2), atol=0.05)  # little shrinkage on Gaussian rows
+  whitened = patch_whitening.transformed_scores("whiten", feats)
+  assert np.argmax(whitened) == 7
+  raw = patch_whitening.patches_lib.image_scores(
+      patch_whitening.patches_lib.split_tables(
+          patch_whitening.patches_lib.nearest_patch_distances(feats, None, "raw"), n)["train_patch_d"])
+  assert np.argmax(raw) != 7
+
+
+def test_stage_balance_gives_every_backbone_stage_the_same_summed_variance():
+  from benchmarks import patch_whitening
+  recipe = patch_whitening.patches_lib.Recipe(stages=("block4", "block10"))  # 40 + 112 channels
+  rng = np.random.default_rng(1)
+  feats = rng.normal(0, 1, (30, 4, 152)).astype(np.float32) * np.r_[np.full(40, 5.0), np.full(112, 0.5)]
+  x = patch_whitening.fitted_transform("stage_balance", feats, recipe)(feats).reshape(-1, 152)
+  np.testing.assert_allclose([x[:, :40].var(0).sum(), x[:, 40:].var(0).sum()], [1.0, 1.0], rtol=1e-4)
