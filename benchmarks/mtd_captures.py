@@ -1,0 +1,192 @@
+"""Magnetic Tile holds each physical tile up to six times: what that does to the splits and to patch_iqr's score.
+
+The dataset's file names are `MT_<class>/Imgs/exp<L>_num_<N>.jpg`: L (1-6) is one of six lighting setups and
+consecutive N of rising L are one tile photographed under each (checked by eye: the same crack at the same
+place; the crop moves by a few pixels). `capture_groups` recovers the tiles from the names (a new tile where L
+does not rise or N jumps by more than 300): 172 good tiles for 952 good images, 76 defective ones for 392. DifferNet's
+split and the noise protocol work on images, not tiles, so:
+
+  - a good training image shares its tile with about 4 others in the training set, and every good test image
+    has captures of its own tile in the training set;
+  - the injected defective images are drawn from the defective pool, so an injected defect is often there two or
+    three times, and the test set's defective images often have a capture of their own tile (the same defect)
+    in the training set as "good";
+  - patch_iqr's score (a patch's distance to the 3rd nearest other image) leans on this: a good image's nearest
+    images are mostly captures of its own tile.
+
+This script measures these on the benchmark's splits, from the file names (no label is used to score; the
+injected flags and the names are read only to report), and, for the table cells under `--roots`, each cell's
+test AUROC against the defective test images whose tile was injected into its training set and against those
+whose tile was not (the cell's split rebuilt from its recorded noise settings and checked against its recorded
+injected images and test labels):
+
+  python -m benchmarks.mtd_captures --roots=results/mtd_e192 --out=results/benchmarks/mtd_captures.json
+"""
+
+import collections
+import glob
+import json
+import os
+import re
+
+import numpy as np
+from absl import app, flags
+
+from benchmarks.patch_scores import define_set_flags, distances, set_data
+from maml_iqr import patches as patches_lib
+from maml_iqr import run
+from maml_iqr.data.contamination import contaminate
+from maml_iqr.io import write_json
+from maml_iqr.metrics import GOOD_LOST_BUDGET, auroc, recall_at_good_lost
+
+FLAGS = flags.FLAGS
+NAME = re.compile(r"(MT_\w+)/Imgs/exp(\d)_num_(\d+)\.\w+$")
+MAX_STEP = 300  # the largest step of N within one tile is 260 (MT_Free); between tiles, thousands
+
+
+def capture_groups(ids) -> dict[str, str]:
+  """Image id -> its physical tile ('<class>/<first N>'), from Magnetic Tile's file names."""
+  parsed = collections.defaultdict(list)
+  for i in ids:
+    m = NAME.search(i)
+    if not m:
+      raise ValueError(f"{i!r} is not a Magnetic Tile file name (MT_<class>/Imgs/exp<L>_num_<N>.jpg)")
+    parsed[m[1]].append((int(m[3]), int(m[2]), i))
+  tile = {}
+  for cls, items in parsed.items():
+    prev = None
+    for num, light, i in sorted(items):
+      if prev is None or light <= prev[1] or num - prev[0] > MAX_STEP:
+        name = f"{cls}/{num}"
+      tile[i] = name
+      prev = (num, light)
+  return tile
+
+
+def captures_in(tile: dict, ids, pool) -> np.ndarray:
+  """For each id, how many images of `pool` (other than itself) show its tile."""
+  count = collections.Counter(tile[j] for j in pool)
+  pool = set(pool)
+  return np.asarray([count[tile[i]] - (i in pool) for i in ids])
+
+
+def split_figures(split, d_all: np.ndarray, row: dict, tile: dict) -> dict:
+  ids = list(split.train.ids)
+  rows = np.asarray([row[i] for i in ids])
+  injected = run.injected_mask(split)
+  good_pool = [i for i, y in zip(ids, injected) if not y]
+  injected_pool = [i for i, y in zip(ids, injected) if y]
+  own = captures_in(tile, ids, ids)  # other captures of the same tile in the training set
+  d = patches_lib.split_tables(d_all[rows][:, :, rows], len(rows))["train_patch_d"]
+  scores = patches_lib.image_scores(d)
+  threshold = np.quantile(scores[~injected], 1 - GOOD_LOST_BUDGET)
+  found = injected & (scores > threshold)
+  same = np.asarray([tile[i] for i in ids])
+  apart = d.copy()
+  ii, jj = np.nonzero(same[:, None] == same[None])
+  apart[ii, :, jj] = np.inf  # captures of an image's own tile are not its neighbours
+  figures = {"n_train": len(ids), "n_injected": int(injected.sum()),
+             "captures_per_good_tile": float(np.mean(own[~injected] + 1)),
+             "captures_per_injected_tile": float(np.mean(own[injected] + 1)),
+             "injected_with_own_tile_injected": float(np.mean(own[injected] > 0)),
+             "recall_current": recall_at_good_lost(injected, scores, GOOD_LOST_BUDGET),
+             "auroc_current": auroc(injected, scores),
+             "own_captures_of_found": float(np.mean(own[found])),
+             "own_captures_of_missed": float(np.mean(own[injected & ~found])),
+             "own_captures_of_top_good": float(np.mean(own[~injected & (scores > threshold)])),
+             "own_captures_of_good": float(np.mean(own[~injected]))}
+  for k in (1, 3):
+    s = patches_lib.image_scores(apart, k=k)
+    figures[f"recall_own_tile_excluded_k{k}"] = recall_at_good_lost(injected, s, GOOD_LOST_BUDGET)
+    figures[f"auroc_own_tile_excluded_k{k}"] = auroc(injected, s)
+  for part in ("val", "test"):
+    p = getattr(split, part)
+    labels = np.asarray(p.labels)
+    good = [i for i, y in zip(p.ids, labels) if y == 0]
+    bad = [i for i, y in zip(p.ids, labels) if y == 1]
+    figures[f"{part}_good_with_tile_in_train"] = float(np.mean(captures_in(tile, good, good_pool) > 0))
+    figures[f"{part}_defective_with_tile_injected"] = float(np.mean(captures_in(tile, bad, injected_pool) > 0))
+  return figures
+
+
+def cell_split(cell: dict, dataset):
+  """The split a table cell ran on, rebuilt from its recorded noise settings, or a ValueError if it is not."""
+  n = cell["config"]["noise"]
+  split = contaminate(dataset, float(n["ratio"]), n["mode"], n["overlap"], int(cell["seed"]), n["on_shortage"],
+                      n["val_fraction"])
+  if sorted(split.injected_ids) != sorted(cell["injected_ids"]) or list(split.test.labels) != cell["test_labels"]:
+    raise ValueError(f"{cell['method']} at {n['ratio']:.0%} seed {cell['seed']}: the rebuilt split does not match the "
+                     "cell's recorded injected images and test labels")
+  return split
+
+
+def cell_figures(cell: dict, arm: str, dataset, tile: dict) -> dict:
+  """Test AUROC of a cell of `arm` against all defective test images, those whose tile the cell's training set
+  held (injected), and those whose tile it did not."""
+  split = cell_split(cell, dataset)
+  labels, scores = np.asarray(split.test.labels), np.asarray(cell["test_scores"])
+  held = captures_in(tile, split.test.ids, split.injected_ids) > 0
+  out = {"arm": arm, "noise": float(cell["noise"]["ratio"]), "seed": int(cell["seed"]),
+         "auroc": auroc(labels, scores), "n_defective": int(labels.sum()),
+         "n_defective_tile_injected": int((held & (labels == 1)).sum())}
+  for name, part in (("tile_injected", held), ("tile_not_injected", ~held)):
+    keep = (labels == 0) | part
+    out[f"auroc_{name}"] = auroc(labels[keep], scores[keep]) if (labels[keep] == 1).any() else None
+  return out
+
+
+def cell_means(cells: list[dict]) -> dict:
+  """Mean figures per method and noise level."""
+  groups = collections.defaultdict(list)
+  for c in cells:
+    groups[(c["arm"], c["noise"])].append(c)
+  out = {}
+  for (arm, noise), cs in sorted(groups.items()):
+    mean = lambda k: (None if any(c[k] is None for c in cs) else float(np.mean([c[k] for c in cs])))  # noqa: E731
+    out[f"{arm} {noise:.0%}"] = {"seeds": len(cs), "auroc": mean("auroc"),
+                                    "auroc_tile_injected": mean("auroc_tile_injected"),
+                                    "auroc_tile_not_injected": mean("auroc_tile_not_injected"),
+                                    "share_tile_injected": float(np.mean([c["n_defective_tile_injected"] /
+                                                                          c["n_defective"] for c in cs]))}
+  return out
+
+
+def main(argv):
+  del argv
+  data = set_data("mtd", "", FLAGS.cache_dir, FLAGS.noise, FLAGS.seeds)
+  splits, (d_all, _, row) = data.splits, distances(data)
+  tile = capture_groups(row)
+  print(f"{len(set(tile.values()))} tiles for {len(tile)} images")
+  runs = []
+  for (noise, seed), split in splits.items():
+    runs.append({"noise": noise, "seed": seed} | split_figures(split, d_all, row, tile))
+    print(f"{noise:.0%} seed {seed}: " + ", ".join(
+        f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in runs[-1].items()
+        if k not in ("noise", "seed")), flush=True)
+  means = {f"{n:.0%}": {k: float(np.mean([r[k] for r in runs if r["noise"] == n])) for k in runs[0]
+                        if k not in ("noise", "seed")} for n in sorted({r["noise"] for r in runs})}
+  for n, m in means.items():
+    print(f"mean {n}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
+  cells = []
+  for root in FLAGS.roots:
+    for path in sorted(glob.glob(os.path.join(root, "magnetic_tile", "*", "noise_*", "seed_*", "results.json"))):
+      with open(path) as f:
+        cell = json.load(f)
+      arm = os.path.relpath(path, os.path.join(root, "magnetic_tile")).split(os.sep)[0]  # the sweep's arm folder
+      if cell.get("status") == "done":
+        cells.append({"path": path} | cell_figures(cell, arm, data.dataset, tile))
+  by_cell = cell_means(cells)
+  for name, m in by_cell.items():
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"{name} ({m['seeds']} seeds): test AUROC {fmt(m['auroc'])}; against defects whose tile was injected "
+          f"{fmt(m['auroc_tile_injected'])} ({m['share_tile_injected']:.0%} of them), not injected "
+          f"{fmt(m['auroc_tile_not_injected'])}")
+  if FLAGS.out:
+    write_json(FLAGS.out, {"tiles": len(set(tile.values())), "images": len(tile), "budget": GOOD_LOST_BUDGET,
+                           "means": means, "runs": runs, "cell_means": by_cell, "cells": cells})
+
+
+if __name__ == "__main__":
+  define_set_flags()
+  flags.DEFINE_list("roots", [], "Sweep workdirs whose Magnetic Tile cells to split by injected tile.")
+  app.run(main)
