@@ -2,7 +2,7 @@
 
 The dataset's file names are `MT_<class>/Imgs/exp<L>_num_<N>.jpg`: L (1-6) is one of six lighting setups and
 consecutive N of rising L are one tile photographed under each (checked by eye: the same crack at the same
-place; the crop moves by a few pixels). `capture_groups` recovers the tiles from the names (a new tile where L
+place; the crop moves by a few pixels). `readers.mtd_tiles` recovers the tiles from the names (a new tile where L
 does not rise or N jumps by more than 300): 172 good tiles for 952 good images, 76 defective ones for 392. DifferNet's
 split and the noise protocol work on images, not tiles, so:
 
@@ -20,6 +20,11 @@ test AUROC against the defective test images whose tile was injected into its tr
 whose tile was not (the cell's split rebuilt from its recorded noise settings and checked against its recorded
 injected images and test labels):
 
+Last, on the clean set, how much of a detector's test AUROC is recognising the test tiles' own captures: two
+detectors that need no training (a Ledoit-Wolf Gaussian on the mean of each image's patch features, and
+PatchCore's rule: an image's farthest patch from its nearest training patch) scored on DifferNet's split, on
+random splits by tile (no tile in both training and test) and on random splits by image of the same sizes.
+
   python -m benchmarks.mtd_captures --roots=results/mtd_e192 --out=results/benchmarks/mtd_captures.json
 """
 
@@ -27,42 +32,19 @@ import collections
 import glob
 import json
 import os
-import re
 
 import numpy as np
 from absl import app, flags
 
 from benchmarks.patch_scores import define_set_flags, distances, set_data
+from maml_iqr import gaussian, run
 from maml_iqr import patches as patches_lib
-from maml_iqr import run
 from maml_iqr.data.contamination import contaminate
+from maml_iqr.data.readers import mtd_tiles, tile_split
 from maml_iqr.io import write_json
 from maml_iqr.metrics import GOOD_LOST_BUDGET, auroc, recall_at_good_lost
 
 FLAGS = flags.FLAGS
-NAME = re.compile(r"(MT_\w+)/Imgs/exp(\d)_num_(\d+)\.\w+$")
-MAX_STEP = 300  # the largest step of N within one tile is 260 (MT_Free); between tiles, thousands
-
-
-def capture_groups(ids) -> dict[str, str]:
-  """Image id -> its physical tile ('<class>/<first N>'), from Magnetic Tile's file names."""
-  parsed = collections.defaultdict(list)
-  for i in ids:
-    m = NAME.search(i)
-    if not m:
-      raise ValueError(f"{i!r} is not a Magnetic Tile file name (MT_<class>/Imgs/exp<L>_num_<N>.jpg)")
-    parsed[m[1]].append((int(m[3]), int(m[2]), i))
-  tile = {}
-  for cls, items in parsed.items():
-    prev = None
-    for num, light, i in sorted(items):
-      if prev is None or light <= prev[1] or num - prev[0] > MAX_STEP:
-        name = f"{cls}/{num}"
-      tile[i] = name
-      prev = (num, light)
-  return tile
-
-
 def captures_in(tile: dict, ids, pool) -> np.ndarray:
   """For each id, how many images of `pool` (other than itself) show its tile."""
   count = collections.Counter(tile[j] for j in pool)
@@ -151,11 +133,42 @@ def cell_means(cells: list[dict]) -> dict:
   return out
 
 
+def clean_split_figures(dataset, d_all: np.ndarray, feats: np.ndarray, row: dict, tile: dict,
+                        seeds: int = 5) -> dict:
+  """Test AUROC of the two untrained detectors on the clean set: DifferNet's split, and `seeds` random splits of
+  the good images by tile and by image, each with as many good test images as DifferNet's."""
+  good = list(dataset.train.ids) + [i for i, y in zip(dataset.test.ids, dataset.test.labels) if y == 0]
+  defective = [i for i, y in zip(dataset.test.ids, dataset.test.labels) if y == 1]
+  n_test_good = len(good) - len(dataset.train)
+  pooled = feats.mean(1)
+
+  def detectors(train_ids, test_good):
+    tr = np.asarray([row[i] for i in train_ids])
+    te = np.asarray([row[i] for i in list(test_good) + defective])
+    labels = np.r_[np.zeros(len(test_good)), np.ones(len(defective))]
+    patch = d_all[te][:, :, tr].min(-1).max(-1)
+    return {"gaussian": auroc(labels, gaussian.mahalanobis(*gaussian.fit(pooled[tr]), pooled[te])),
+            "patchcore": auroc(labels, patch)}
+
+  out = {"differnet_split": detectors(dataset.train.ids, [i for i in good if i not in set(dataset.train.ids)])}
+  for kind in ("by_tile", "by_image"):
+    runs = []
+    for seed in range(seeds):
+      rng = np.random.default_rng(seed)
+      if kind == "by_image":
+        test_good = set(rng.choice(good, n_test_good, replace=False))
+      else:
+        test_good = tile_split(good, tile, n_test_good, rng)
+      runs.append(detectors([i for i in good if i not in test_good], sorted(test_good)))
+    out[kind] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]} | {"runs": runs}
+  return out
+
+
 def main(argv):
   del argv
   data = set_data("mtd", "", FLAGS.cache_dir, FLAGS.noise, FLAGS.seeds)
-  splits, (d_all, _, row) = data.splits, distances(data)
-  tile = capture_groups(row)
+  splits, (d_all, feats, row) = data.splits, distances(data)
+  tile = mtd_tiles(row)
   print(f"{len(set(tile.values()))} tiles for {len(tile)} images")
   runs = []
   for (noise, seed), split in splits.items():
@@ -181,9 +194,13 @@ def main(argv):
     print(f"{name} ({m['seeds']} seeds): test AUROC {fmt(m['auroc'])}; against defects whose tile was injected "
           f"{fmt(m['auroc_tile_injected'])} ({m['share_tile_injected']:.0%} of them), not injected "
           f"{fmt(m['auroc_tile_not_injected'])}")
+  clean = clean_split_figures(data.dataset, d_all, feats, row, tile)
+  for kind, figs in clean.items():
+    print(f"clean set, {kind}: test AUROC Gaussian {figs['gaussian']:.3f}, PatchCore {figs['patchcore']:.3f}")
   if FLAGS.out:
     write_json(FLAGS.out, {"tiles": len(set(tile.values())), "images": len(tile), "budget": GOOD_LOST_BUDGET,
-                           "means": means, "runs": runs, "cell_means": by_cell, "cells": cells})
+                           "means": means, "runs": runs, "cell_means": by_cell, "cells": cells,
+                           "clean_splits": clean})
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import math
 import os
 import re
 
+from maml_iqr.data.readers import MTD_SPLITS
 from maml_iqr.io import is_writer
 
 METHODS = ("differnet", "one_shot", "iterative", "maml_iqr", "gaussian_iqr", "patch_iqr")
@@ -134,6 +135,9 @@ def validate(c) -> None:
            "an existing folder of defective images, or empty for none")
   if c.data.name == "mvtec":
     _check(c.data.category not in ("", "all"), "data.category", c.data.category, "an MVTec-AD category, e.g. bottle")
+  _check(c.data.mtd_split in MTD_SPLITS, "data.mtd_split", c.data.mtd_split, f"one of {MTD_SPLITS}")
+  _check(c.data.mtd_split == "differnet" or c.data.name == "magnetic_tile", "data.mtd_split", c.data.mtd_split,
+         "differnet unless data.name=magnetic_tile (only Magnetic Tile's file names say which tile an image shows)")
   if c.data.name == "elpv":
     _check(c.data.category in ("all", "mono", "poly"), "data.category", c.data.category, "all, mono or poly")
     for flag in ("data.elpv_one_third", "data.elpv_two_thirds"):

@@ -269,16 +269,3 @@ def test_stage_balance_gives_every_backbone_stage_the_same_summed_variance():
   feats = rng.normal(0, 1, (30, 4, 152)).astype(np.float32) * np.r_[np.full(40, 5.0), np.full(112, 0.5)]
   x = patch_whitening.fitted_transform("stage_balance", feats, recipe)(feats).reshape(-1, 152)
   np.testing.assert_allclose([x[:, :40].var(0).sum(), x[:, 40:].var(0).sum()], [1.0, 1.0], rtol=1e-4)
-
-
-def test_magnetic_tile_captures_are_grouped_by_rising_lighting_and_near_numbers():
-  """Six lighting setups of one tile have rising exp and nearby num; a new tile starts where exp does not rise or
-  num jumps; classes never share a tile."""
-  from benchmarks import mtd_captures
-  ids = [f"MT_Free/Imgs/exp{e}_num_{n}.jpg" for e, n in [(1, 743), (2, 824), (3, 913), (1, 1810), (2, 1836),
-                                                          (4, 2500)]]
-  ids.append("MT_Crack/Imgs/exp2_num_744.jpg")
-  tile = mtd_captures.capture_groups(ids)
-  assert [tile[i] for i in ids] == ["MT_Free/743"] * 3 + ["MT_Free/1810"] * 2 + ["MT_Free/2500", "MT_Crack/744"]
-  assert mtd_captures.captures_in(tile, ids[:2], ids).tolist() == [2, 2]
-  assert mtd_captures.captures_in(tile, ids[:1], ids[3:]).tolist() == [0]

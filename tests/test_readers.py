@@ -111,3 +111,44 @@ def test_mask_of_wrong_size(tmp_path):
   _png(str(base / "ground_truth" / "crack" / "0_mask.png"), size=(12, 16))
   with pytest.raises(DataError, match="0_mask.png: mask is 12x16 but its image is 16x16"):
     readers.read_mvtec(str(tmp_path), "bottle", 8)
+
+
+def test_magnetic_tile_tiles_are_grouped_by_rising_lighting_and_near_numbers():
+  """Six lightings of one tile have rising exp and nearby num; a new tile starts where exp does not rise or num
+  jumps; classes never share a tile."""
+  ids = [f"MT_Free/Imgs/exp{e}_num_{n}.jpg" for e, n in [(1, 743), (2, 824), (3, 913), (1, 1810), (2, 1836),
+                                                          (4, 2500)]]
+  ids.append("MT_Crack/Imgs/exp2_num_744.jpg")
+  tile = readers.mtd_tiles(ids)
+  assert [tile[i] for i in ids] == ["MT_Free/743"] * 3 + ["MT_Free/1810"] * 2 + ["MT_Free/2500", "MT_Crack/744"]
+  with pytest.raises(DataError, match="not a Magnetic Tile file name"):
+    readers.mtd_tiles(["MT_Free/Imgs/photo.jpg"])
+
+
+def test_a_split_by_tile_never_puts_one_tile_on_both_sides():
+  ids = [f"MT_Free/Imgs/exp{e}_num_{1000 * t + 10 * e}.jpg" for t in range(1, 21) for e in range(1, 7)]
+  tile = readers.mtd_tiles(ids)
+  assert len(set(tile.values())) == 20
+  for seed in range(3):
+    test = readers.tile_split(ids, tile, 25, np.random.default_rng(seed))
+    assert 25 <= len(test) < 31 and {tile[i] for i in test}.isdisjoint({tile[i] for i in ids if i not in test})
+
+
+def test_magnetic_tile_by_tile_split_and_its_noise_keep_every_tile_on_one_side():
+  """data.mtd_split=by_tile: as many good test images as DifferNet's split, drawn as whole tiles by split_seed;
+  the noise protocol then draws validation and injected images by tile, so no tile is in two of train, val and
+  test. DifferNet's split carries no tiles (the paper's protocol is unchanged)."""
+  from maml_iqr.data.contamination import contaminate
+  root = shared_data("magnetic_tile")
+  assert readers.read_magnetic_tile(root, 8).groups is None
+  ds = readers.read_magnetic_tile(root, 8, "by_tile", 0)
+  assert 191 <= ds.test.n_good < 191 + 7 and len(ds.train) + ds.test.n_good == 952 and ds.test.n_defective == 392
+  tiles = lambda ids: {ds.groups[i] for i in ids}  # noqa: E731
+  assert tiles(ds.train.ids).isdisjoint(tiles(ds.test.ids))
+  assert set(readers.read_magnetic_tile(root, 8, "by_tile", 1).train.ids) != set(ds.train.ids)
+  split = contaminate(ds, 0.5, seed=3)
+  assert split.n_injected >= round(0.5 * (392 - split.val.n_defective))
+  sides = [tiles(split.train.ids), tiles(split.val.ids), tiles(split.test.ids)]
+  assert all(a.isdisjoint(b) for k, a in enumerate(sides) for b in sides[k + 1:])
+  with pytest.raises(DataError, match="mtd_split"):
+    readers.read_magnetic_tile(root, 8, "by_part")

@@ -127,6 +127,8 @@ def test_leave_one_out_is_refused_where_it_would_be_ignored(folders, others):
     ("mvtec", "data.category", "all", "MVTec-AD category"), ("elpv", "data.category", "quad", "mono or poly"),
     ("elpv", "data.elpv_one_third", "maybe", "drop, good or defective"),
     ("elpv", "data.elpv_two_thirds", "", "drop, good or defective"),
+    ("elpv", "data.mtd_split", "by_tile", "differnet unless data.name=magnetic_tile"),
+    ("elpv", "data.mtd_split", "by_part", "one of .'differnet', 'by_tile'."),
 ])
 def test_dataset_specific_values(folders, dataset, flag, value, expected):
   c = _config(folders)

@@ -8,6 +8,11 @@ with `overlap=True` they stay in it too (InReaCh).
 A labelled validation set, used only by refinement's stopping rule, is carved from the dataset's test set
 *before* injection (a stratified `val_fraction` of its good and its defective images), so its labels never
 touch the test set and the injected images never come from it.
+
+Where one object has several images (`Dataset.groups`: Magnetic Tile with `data.mtd_split=by_tile`, six
+lightings per tile), the validation set and the injected images are drawn as whole objects, so that no object is
+on two sides of the split; the counts asked for are then reached by whole objects and may be exceeded by part of
+one.
 """
 from __future__ import annotations
 
@@ -52,8 +57,22 @@ class NoisySplit:
             "n_dropped_train_defects": self.n_dropped_train_defects}
 
 
-def _stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-  """Boolean mask picking round(fraction * n) of each class (at least one of each when fraction > 0)."""
+def _draw(idx: np.ndarray, n: int, rng: np.random.Generator, groups: list[str] | None) -> np.ndarray:
+  """n of the indices `idx`, at random; with `groups` (one per index) whole groups until at least n."""
+  if groups is None:
+    return rng.choice(idx, size=n, replace=False)
+  picked: list[int] = []
+  for g in rng.permutation(sorted({groups[i] for i in idx})):
+    if len(picked) >= n:
+      break
+    picked += [i for i in idx if groups[i] == g]
+  return np.asarray(sorted(picked), np.int64)
+
+
+def _stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator,
+                      groups: list[str] | None = None) -> np.ndarray:
+  """Boolean mask picking round(fraction * n) of each class (at least one of each when fraction > 0; with
+  `groups`, whole groups until at least that many)."""
   pick = np.zeros(len(labels), bool)
   if fraction <= 0:
     return pick
@@ -62,7 +81,7 @@ def _stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Genera
   for cls in (0, 1):
     idx = np.flatnonzero(labels == cls)
     n = min(len(idx) - 1, max(1, int(round(fraction * len(idx))))) if len(idx) > 1 else 0
-    pick[rng.choice(idx, size=n, replace=False)] = True
+    pick[_draw(idx, n, rng, groups)] = True
   return pick
 
 
@@ -84,7 +103,8 @@ def contaminate(dataset: Dataset, ratio: float, mode: str = "defect_share", over
   if n_dropped:
     log(f"dropped {n_dropped} defective images from {dataset.name}'s own train set")
 
-  in_val = _stratified_split(dataset.test.labels, val_fraction, rng)
+  group_of = (lambda part: None) if dataset.groups is None else (lambda part: [dataset.groups[i] for i in part.ids])
+  in_val = _stratified_split(dataset.test.labels, val_fraction, rng, group_of(dataset.test))
   val = dataset.test.take(np.flatnonzero(in_val))
   pool = dataset.test.take(np.flatnonzero(~in_val))
   defect_idx = np.flatnonzero(pool.labels == 1)
@@ -101,7 +121,7 @@ def contaminate(dataset: Dataset, ratio: float, mode: str = "defect_share", over
     log(f"WARNING: {msg}; capping at {len(defect_idx)}")
     wanted = len(defect_idx)
 
-  injected = np.sort(rng.choice(defect_idx, size=wanted, replace=False)) if wanted else np.zeros(0, np.int64)
+  injected = np.sort(_draw(defect_idx, wanted, rng, group_of(pool))) if wanted else np.zeros(0, np.int64)
   moved = pool.take(injected)
   masks_ok = good_train.masks is not None and moved.masks is not None
   train = ImageSet.concat([good_train if masks_ok else dataclasses.replace(good_train, masks=None),

@@ -73,6 +73,8 @@ class Dataset:
   category: str
   train: ImageSet
   test: ImageSet
+  groups: dict[str, str] | None = None  # image id -> the object it shows, where one object has several images
+
 
   def summary(self) -> str:
     return (f"{self.name}/{self.category}: train {len(self.train)} ({self.train.n_good} good, "

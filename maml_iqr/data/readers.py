@@ -6,7 +6,9 @@ masks where the dataset has them, and stable ids (paths relative to the root). `
 """
 from __future__ import annotations
 
+import collections
 import os
+import re
 
 import numpy as np
 
@@ -14,6 +16,9 @@ from maml_iqr.data.images import DataError, Dataset, ImageSet, list_images, load
 
 MTD_DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven")
 MTD_TRAIN_LIST = "differnet_train_filenames.txt"
+MTD_SPLITS = ("differnet", "by_tile")
+MTD_NAME = re.compile(r"(MT_\w+)[/\\]Imgs[/\\]exp(\d)_num_(\d+)\.\w+$")
+MTD_MAX_STEP = 300  # the largest step of N within one tile is 260 (MT_Free); between tiles, thousands
 
 
 def _require_dir(path: str, what: str) -> None:
@@ -105,9 +110,46 @@ def read_ksdd2(root: str, size: int) -> Dataset:
   return Dataset("ksdd2", "ksdd2", parts[0], parts[1])
 
 
-def read_magnetic_tile(root: str, size: int) -> Dataset:
-  """Magnetic Tile Defects with DifferNet's split: 761 listed MT_Free train; test = other MT_Free + all defects."""
+def mtd_tiles(ids) -> dict[str, str]:
+  """Image id -> its physical tile ('<class>/<first N>'). Magnetic Tile's `MT_<class>/Imgs/exp<L>_num_<N>.jpg`
+  photographs each tile under up to six lightings L (1-6) with consecutive N: a new tile starts where L does not
+  rise or N jumps by more than `MTD_MAX_STEP` (README, "Magnetic Tile shows each tile up to six times")."""
+  parsed = collections.defaultdict(list)
+  for i in ids:
+    m = MTD_NAME.search(i)
+    if not m:
+      raise DataError(f"{i!r} is not a Magnetic Tile file name (MT_<class>/Imgs/exp<L>_num_<N>.jpg)")
+    parsed[m[1]].append((int(m[3]), int(m[2]), i))
+  tile = {}
+  for cls, items in parsed.items():
+    prev = None
+    for num, light, i in sorted(items):
+      if prev is None or light <= prev[1] or num - prev[0] > MTD_MAX_STEP:
+        name = f"{cls}/{num}"
+      tile[i] = name
+      prev = (num, light)
+  return tile
+
+
+def tile_split(ids, tile: dict, n_test: int, rng: np.random.Generator) -> set:
+  """A random test set of whole tiles: tiles of `ids` drawn in random order until it holds at least `n_test`
+  images, so that no tile has images on both sides."""
+  test = set()
+  for t in rng.permutation(sorted({tile[i] for i in ids})):
+    if len(test) >= n_test:
+      break
+    test |= {i for i in ids if tile[i] == t}
+  return test
+
+
+def read_magnetic_tile(root: str, size: int, split: str = "differnet", split_seed: int = 0) -> Dataset:
+  """Magnetic Tile Defects. `split='differnet'` (the paper's): the 761 MT_Free images DifferNet lists train, the
+  other MT_Free images and every defect test. `'by_tile'`: as many good test images, drawn as whole tiles with
+  `split_seed`, so that no tile is photographed on both sides; the Dataset then carries the tiles (`groups`), and
+  the noise protocol draws validation and injected images by tile too."""
   _require_dir(root, "the Magnetic Tile Defects root holding MT_Free/Imgs, MT_Blowhole/Imgs, ...")
+  if split not in MTD_SPLITS:
+    raise DataError(f"data.mtd_split={split!r}: expected one of {MTD_SPLITS}")
   list_path = os.path.join(root, MTD_TRAIN_LIST)
   if not os.path.isfile(list_path):
     raise DataError(f"{list_path}: DifferNet's train list not found; it names the MT_Free images to train on")
@@ -119,6 +161,10 @@ def read_magnetic_tile(root: str, size: int) -> Dataset:
   if missing:
     raise DataError(f"{list_path}: {len(missing)} listed images are not in MT_Free/Imgs, e.g. {sorted(missing)[0]}")
   test_paths = [p for p in free if os.path.basename(p) not in train_names]
+  if split == "by_tile":
+    tiles = mtd_tiles(free)
+    in_test = tile_split(free, tiles, len(test_paths), np.random.default_rng(split_seed))
+    train_paths, test_paths = [p for p in free if p not in in_test], [p for p in free if p in in_test]
   test_labels = [0] * len(test_paths)
   mask_paths: list[str | None] = [None] * len(test_paths)
   for defect in MTD_DEFECTS:
@@ -128,7 +174,8 @@ def read_magnetic_tile(root: str, size: int) -> Dataset:
       mask_paths.append(os.path.splitext(p)[0] + ".png")
   train = _image_set(root, train_paths, [0] * len(train_paths), size)
   test = _image_set(root, test_paths, test_labels, size, mask_paths)
-  return Dataset("magnetic_tile", "magnetic_tile", train, test)
+  groups = mtd_tiles(train.ids + test.ids) if split == "by_tile" else None
+  return Dataset("magnetic_tile", "magnetic_tile", train, test, groups)
 
 
 def _mtd_images(root: str, cls: str) -> list[str]:
@@ -231,7 +278,7 @@ def read(data, size: int, prepared_dir: str = "") -> Dataset:
   if name == "ksdd2":
     return read_ksdd2(data.root, size)
   if name == "magnetic_tile":
-    return read_magnetic_tile(data.root, size)
+    return read_magnetic_tile(data.root, size, data.get("mtd_split", "differnet"), data.split_seed)
   if name == "elpv":
     return read_elpv(size, data.category, data.elpv_one_third, data.elpv_two_thirds, data.test_fraction,
                      data.split_seed)
