@@ -40,7 +40,8 @@ from benchmarks.patch_scores import define_set_flags, distances, set_data
 from maml_iqr import gaussian, run
 from maml_iqr import patches as patches_lib
 from maml_iqr.data.contamination import contaminate
-from maml_iqr.data.readers import mtd_tiles, tile_split
+from maml_iqr.data.images import draw_whole_groups
+from maml_iqr.data.readers import mtd_tiles
 from maml_iqr.io import write_json
 from maml_iqr.metrics import GOOD_LOST_BUDGET, auroc, recall_at_good_lost
 
@@ -158,7 +159,7 @@ def clean_split_figures(dataset, d_all: np.ndarray, feats: np.ndarray, row: dict
       if kind == "by_image":
         test_good = set(rng.choice(good, n_test_good, replace=False))
       else:
-        test_good = tile_split(good, tile, n_test_good, rng)
+        test_good = {good[k] for k in draw_whole_groups([tile[i] for i in good], n_test_good, rng)}
       runs.append(detectors([i for i in good if i not in test_good], sorted(test_good)))
     out[kind] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]} | {"runs": runs}
   return out

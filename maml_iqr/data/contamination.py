@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 
 from maml_iqr.common import log
-from maml_iqr.data.images import DataError, Dataset, ImageSet
+from maml_iqr.data.images import DataError, Dataset, ImageSet, draw_whole_groups
 
 MODES = ("defect_share", "train_share")
 SHORTAGE = ("fail", "cap")
@@ -61,12 +61,7 @@ def _draw(idx: np.ndarray, n: int, rng: np.random.Generator, groups: list[str] |
   """n of the indices `idx`, at random; with `groups` (one per index) whole groups until at least n."""
   if groups is None:
     return rng.choice(idx, size=n, replace=False)
-  picked: list[int] = []
-  for g in rng.permutation(sorted({groups[i] for i in idx})):
-    if len(picked) >= n:
-      break
-    picked += [i for i in idx if groups[i] == g]
-  return np.asarray(sorted(picked), np.int64)
+  return idx[draw_whole_groups([groups[i] for i in idx], n, rng)]
 
 
 def _stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator,

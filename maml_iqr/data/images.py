@@ -75,11 +75,21 @@ class Dataset:
   test: ImageSet
   groups: dict[str, str] | None = None  # image id -> the object it shows, where one object has several images
 
-
   def summary(self) -> str:
     return (f"{self.name}/{self.category}: train {len(self.train)} ({self.train.n_good} good, "
             f"{self.train.n_defective} defective), test {len(self.test)} ({self.test.n_good} good, "
             f"{self.test.n_defective} defective), image size {self.train.images.shape[1]}")
+
+
+def draw_whole_groups(groups: Sequence[str], n: int, rng: np.random.Generator) -> np.ndarray:
+  """Sorted indices of `groups` (one name per image): whole groups in random order until at least n images, so
+  that no group is split between what is drawn and what is not."""
+  picked: list[int] = []
+  for g in rng.permutation(sorted(set(groups))):
+    if len(picked) >= n:
+      break
+    picked += [i for i, name in enumerate(groups) if name == g]
+  return np.asarray(sorted(picked), np.int64)
 
 
 def list_images(folder: str) -> list[str]:

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from maml_iqr.data.images import DataError, Dataset, ImageSet, list_images, load_images
+from maml_iqr.data.images import DataError, Dataset, ImageSet, draw_whole_groups, list_images, load_images
 
 MTD_DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven")
 MTD_TRAIN_LIST = "differnet_train_filenames.txt"
@@ -131,17 +131,6 @@ def mtd_tiles(ids) -> dict[str, str]:
   return tile
 
 
-def tile_split(ids, tile: dict, n_test: int, rng: np.random.Generator) -> set:
-  """A random test set of whole tiles: tiles of `ids` drawn in random order until it holds at least `n_test`
-  images, so that no tile has images on both sides."""
-  test = set()
-  for t in rng.permutation(sorted({tile[i] for i in ids})):
-    if len(test) >= n_test:
-      break
-    test |= {i for i in ids if tile[i] == t}
-  return test
-
-
 def read_magnetic_tile(root: str, size: int, split: str = "differnet", split_seed: int = 0) -> Dataset:
   """Magnetic Tile Defects. `split='differnet'` (the paper's): the 761 MT_Free images DifferNet lists train, the
   other MT_Free images and every defect test. `'by_tile'`: as many good test images, drawn as whole tiles with
@@ -163,8 +152,9 @@ def read_magnetic_tile(root: str, size: int, split: str = "differnet", split_see
   test_paths = [p for p in free if os.path.basename(p) not in train_names]
   if split == "by_tile":
     tiles = mtd_tiles(free)
-    in_test = tile_split(free, tiles, len(test_paths), np.random.default_rng(split_seed))
-    train_paths, test_paths = [p for p in free if p not in in_test], [p for p in free if p in in_test]
+    in_test = set(draw_whole_groups([tiles[p] for p in free], len(test_paths), np.random.default_rng(split_seed)))
+    train_paths = [p for k, p in enumerate(free) if k not in in_test]
+    test_paths = [p for k, p in enumerate(free) if k in in_test]
   test_labels = [0] * len(test_paths)
   mask_paths: list[str | None] = [None] * len(test_paths)
   for defect in MTD_DEFECTS:
