@@ -67,15 +67,20 @@ def recipe_runs(name: str) -> list[dict]:
 def scored_runs(name: str, splits: dict, d_all: np.ndarray, row: dict) -> list[dict]:
   """Cleaning AUROC and recall at <= 5 % good lost of patch_iqr's score (K = 3, top 5) on distance tables `d_all`
   over a set's images (`row`: each image id's row), per (noise, seed) split."""
+  return split_runs(name, splits, row, lambda rows: patches_lib.image_scores(
+      patches_lib.split_tables(d_all[rows][:, :, rows], len(rows))["train_patch_d"]))
+
+
+def split_runs(name: str, splits: dict, row: dict, scores_of) -> list[dict]:
+  """Cleaning AUROC and recall at <= 5 % good lost per (noise, seed) split of the scores `scores_of(rows)` gives
+  the split's training images (`rows`: their rows in the set's tables, through `row`)."""
   runs = []
   for (noise, seed), split in splits.items():
-    rows = np.asarray([row[i] for i in split.train.ids])
-    d = patches_lib.split_tables(d_all[rows][:, :, rows], len(rows))["train_patch_d"]
-    scores = patches_lib.image_scores(d)
+    scores = scores_of(np.asarray([row[i] for i in split.train.ids]))
     injected = run.injected_mask(split)
     runs.append({"noise": noise, "seed": seed, "auroc": auroc(injected, scores),
                  "recall": recall_at_good_lost(injected, scores, GOOD_LOST_BUDGET)})
-    print(f"{name:<9} {noise:.0%} seed {seed}: cleaning AUROC {runs[-1]['auroc']:.3f}, recall at <= "
+    print(f"{name:<13} {noise:.0%} seed {seed}: cleaning AUROC {runs[-1]['auroc']:.3f}, recall at <= "
           f"{GOOD_LOST_BUDGET:.0%} good lost {runs[-1]['recall']:.3f}", flush=True)
   return runs
 

@@ -33,11 +33,10 @@ cached: on Magnetic Tile about 70 s a split on the 2-core AVX-512 machine, 10-11
 import numpy as np
 from absl import app, flags
 
-from benchmarks.patch_recipes import print_means, scored_runs, summary, write_results
+from benchmarks.patch_recipes import print_means, scored_runs, split_runs, summary, write_results
 from benchmarks.patch_scores import define_set_flags, set_distances
-from maml_iqr import gaussian, run
+from maml_iqr import gaussian
 from maml_iqr import patches as patches_lib
-from maml_iqr.metrics import GOOD_LOST_BUDGET, auroc, recall_at_good_lost
 from maml_iqr.models import efficientnet_lite as enet
 
 FLAGS = flags.FLAGS
@@ -71,27 +70,13 @@ def transformed_scores(name: str, feats: np.ndarray) -> np.ndarray:
   return patches_lib.image_scores(patches_lib.split_tables(d, len(x))["train_patch_d"])
 
 
-def candidate_runs(name: str, splits: dict, feats: np.ndarray, row: dict) -> list[dict]:
-  """Cleaning AUROC and recall at <= 5 % good lost per (noise, seed) split, the candidate fitted per split."""
-  runs = []
-  for (noise, seed), split in splits.items():
-    rows = np.asarray([row[i] for i in split.train.ids])
-    scores = transformed_scores(name, feats[rows])
-    injected = run.injected_mask(split)
-    runs.append({"noise": noise, "seed": seed, "auroc": auroc(injected, scores),
-                 "recall": recall_at_good_lost(injected, scores, GOOD_LOST_BUDGET)})
-    print(f"{name:<13} {noise:.0%} seed {seed}: cleaning AUROC {runs[-1]['auroc']:.3f}, recall at <= "
-          f"{GOOD_LOST_BUDGET:.0%} good lost {runs[-1]['recall']:.3f}", flush=True)
-  return runs
-
-
 def main(argv):
   del argv
   splits, d_all, feats, row = set_distances(FLAGS.set, FLAGS.category, FLAGS.cache_dir, FLAGS.noise, FLAGS.seeds)
   results = {}
   for name in FLAGS.candidates:
     runs = (scored_runs(name, splits, d_all, row) if name == "current"
-            else candidate_runs(name, splits, feats, row))
+            else split_runs(name, splits, row, lambda rows: transformed_scores(name, feats[rows])))
     results[name] = summary(runs)
     write_results(results)  # after every candidate: a killed run keeps what it measured
   print_means(results, 13)
