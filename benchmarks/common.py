@@ -218,3 +218,15 @@ def real_features(c):
                       c.noise.val_fraction)
   feats = run.split_features(c, backbone, bparams, dataset, split)
   return split, dict(feats, train=jnp.asarray(feats["train"])), detector.make_flow(c, backbone.feature_dim)
+
+
+def cell_split(cell: dict, dataset):
+  """The split a table cell ran on, rebuilt from its recorded noise settings, or a ValueError if it is not."""
+  from maml_iqr.data.contamination import contaminate  # noqa: PLC0415
+  n = cell["config"]["noise"]
+  split = contaminate(dataset, float(n["ratio"]), n["mode"], n["overlap"], int(cell["seed"]), n["on_shortage"],
+                      n["val_fraction"])
+  if sorted(split.injected_ids) != sorted(cell["injected_ids"]) or list(split.test.labels) != cell["test_labels"]:
+    raise ValueError(f"{cell['method']} at {n['ratio']:.0%} seed {cell['seed']}: the rebuilt split does not match the "
+                     "cell's recorded injected images and test labels")
+  return split

@@ -36,10 +36,10 @@ import os
 import numpy as np
 from absl import app, flags
 
+from benchmarks.common import cell_split
 from benchmarks.patch_scores import define_set_flags, distances, set_data
 from maml_iqr import gaussian, run
 from maml_iqr import patches as patches_lib
-from maml_iqr.data.contamination import contaminate
 from maml_iqr.data.images import draw_whole_groups
 from maml_iqr.data.readers import mtd_tiles
 from maml_iqr.io import write_json
@@ -90,17 +90,6 @@ def split_figures(split, d_all: np.ndarray, row: dict, tile: dict) -> dict:
     figures[f"{part}_good_with_tile_in_train"] = float(np.mean(captures_in(tile, good, good_pool) > 0))
     figures[f"{part}_defective_with_tile_injected"] = float(np.mean(captures_in(tile, bad, injected_pool) > 0))
   return figures
-
-
-def cell_split(cell: dict, dataset):
-  """The split a table cell ran on, rebuilt from its recorded noise settings, or a ValueError if it is not."""
-  n = cell["config"]["noise"]
-  split = contaminate(dataset, float(n["ratio"]), n["mode"], n["overlap"], int(cell["seed"]), n["on_shortage"],
-                      n["val_fraction"])
-  if sorted(split.injected_ids) != sorted(cell["injected_ids"]) or list(split.test.labels) != cell["test_labels"]:
-    raise ValueError(f"{cell['method']} at {n['ratio']:.0%} seed {cell['seed']}: the rebuilt split does not match the "
-                     "cell's recorded injected images and test labels")
-  return split
 
 
 def cell_figures(cell: dict, arm: str, dataset, tile: dict) -> dict:

@@ -269,3 +269,41 @@ def test_stage_balance_gives_every_backbone_stage_the_same_summed_variance():
   feats = rng.normal(0, 1, (30, 4, 152)).astype(np.float32) * np.r_[np.full(40, 5.0), np.full(112, 0.5)]
   x = patch_whitening.fitted_transform("stage_balance", feats, recipe)(feats).reshape(-1, 152)
   np.testing.assert_allclose([x[:, :40].var(0).sum(), x[:, 40:].var(0).sum()], [1.0, 1.0], rtol=1e-4)
+
+
+def test_same_test_set_scores_the_clean_cell_on_exactly_the_noisy_cells_test_images():
+  """The clean cell scores the defects that the noisy split injects below every good image, the others above:
+  on its own test set it ranks them imperfectly, on the noisy cell's test images (matched by id, not by position)
+  perfectly. A cell whose recorded split differs from the rebuilt one stops with it named."""
+  import pytest
+
+  from benchmarks import common, same_test_set
+  from maml_iqr.data.contamination import contaminate
+  from maml_iqr.data.images import Dataset, ImageSet
+  n_good, n_bad = 10, 10
+  images = np.zeros((n_good + n_bad, 2, 2, 3), np.uint8)
+  test = ImageSet(images, np.r_[np.zeros(n_good), np.ones(n_bad)].astype(np.int32),
+                  tuple(f"t{i}" for i in range(n_good + n_bad)), None)
+  train = ImageSet(images[:6], np.zeros(6, np.int32), tuple(f"g{i}" for i in range(6)), None)
+  ds = Dataset("synthetic", "c", train, test)
+
+  def make(ratio, scores_of=None):
+    noise = {"ratio": ratio, "mode": "defect_share", "overlap": False, "on_shortage": "fail", "val_fraction": 0.2}
+    split = contaminate(ds, ratio, seed=3, val_fraction=0.2)
+    scores = [scores_of(i, y) for i, y in zip(split.test.ids, split.test.labels)] if scores_of else []
+    return split, {"method": "differnet", "seed": 3, "config": {"noise": noise},
+                   "injected_ids": list(split.injected_ids), "test_labels": [int(y) for y in split.test.labels],
+                   "test_scores": scores}
+
+  noisy_split, noisy = make(0.5)
+  injected = set(noisy_split.injected_ids)
+  _, clean = make(0.0, lambda i, y: (-1.0 if i in injected else 2.0 + int(i[1:]) / 100) if y else int(i[1:]) / 100)
+  noisy["auroc"], clean["auroc"] = 0.5, same_test_set.auroc(clean["test_labels"], clean["test_scores"])
+  figures = same_test_set.cell_figures(noisy, clean, lambda c: common.cell_split(c, ds))
+  assert clean["auroc"] < 0.8 and figures["clean_auroc_same_test"] == 1.0
+  assert figures["n_test_defective"] == n_bad - len(injected) - 2  # 2 defects went to validation
+  noisy["injected_ids"] = noisy["injected_ids"][1:]
+  with pytest.raises(ValueError, match="does not match"):
+    same_test_set.cell_figures(noisy, clean, lambda c: common.cell_split(c, ds))
+  with pytest.raises(ValueError, match="not in the clean cell's test set"):
+    same_test_set.scores_on(["a", "b"], [0, 1], [0.1, 0.2], ["a", "c"], [0, 1])
