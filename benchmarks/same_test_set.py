@@ -104,6 +104,28 @@ def means(cells: list[dict]) -> dict:
           kv[0][0], kv[0][1], kv[0][3], tables.ORDER.index(kv[0][2].split(" ")[0]), kv[0][2]))}
 
 
+def markdown(cells: list[dict]) -> str:
+  """One table per (root, category): a row per method, per noise level its mean test AUROC and, in brackets,
+  its mean difference from the clean DifferNet on the same test images, seed by seed (the first row: that clean
+  AUROC, a mean over the seeds)."""
+  out = []
+  for (root, cat), group in sorted(tables._group(cells, lambda c: (c["root"], c["category"])).items()):
+    levels = sorted({c["noise"] for c in group})
+    by = tables._group(group, lambda c: (c["method"], c["noise"]))
+    mean = lambda cs, k: float(np.mean([c[k] for c in cs]))  # noqa: E731
+    clean = lambda n: np.mean(list({c["seed"]: c["clean_auroc_same_test"] for c in group  # noqa: E731
+                                     if c["noise"] == n}.values()))
+    rows = ["| clean DifferNet, same test images | " + " | ".join(f"{clean(n):.3f}" for n in levels) + " |"]
+    for m in tables._order({c["method"] for c in group}):
+      rows.append(f"| {m} | " + " | ".join(
+          f"{mean(by[(m, n)], 'auroc'):.3f} ({-mean(by[(m, n)], 'gap_same_test'):+.3f}; "
+          f"{len(by[(m, n)])} seed{'s' if len(by[(m, n)]) > 1 else ''})"
+          if (m, n) in by else "-" for n in levels) + " |")
+    out.append(f"{root} {cat}\n\n| method | " + " | ".join(f"{n:.0%}" for n in levels) + " |\n|---|"
+               + "---|" * len(levels) + "\n" + "\n".join(rows))
+  return "\n\n".join(out)
+
+
 def main(argv):
   del argv
   cells = [c for root in FLAGS.roots for c in root_figures(root)]
@@ -113,6 +135,7 @@ def main(argv):
   for name, m in summary.items():
     print(f"mean {name} (seeds {m['seeds']}): AUROC {m['auroc']:.3f}; clean DifferNet on the same test images "
           f"{m['clean_auroc_same_test']:.3f} (on its own {m['clean_auroc']:.3f}); gap {m['gap_same_test']:+.3f}")
+  print(markdown(cells))
   if FLAGS.out:
     write_json(FLAGS.out, {"cells": cells, "means": summary})
     print(f"wrote {os.path.abspath(FLAGS.out)}")
