@@ -61,8 +61,9 @@ class Splits:
     return cell_split(cell, self._datasets[key])
 
 
-def cell_figures(noisy: dict, clean: dict, splits: Splits) -> dict:
-  """The noisy cell's test AUROC, the clean cell's on its own test set and on the noisy cell's test images."""
+def cell_figures(noisy: dict, clean: dict, splits) -> dict:
+  """The noisy cell's test AUROC, the clean cell's on its own test set and on the noisy cell's test images;
+  `splits(cell)` gives a cell's rebuilt split (a `Splits`)."""
   noisy_test, clean_test = splits(noisy).test, splits(clean).test
   labels, scores = scores_on(clean_test.ids, clean["test_labels"], clean["test_scores"], noisy_test.ids,
                              noisy["test_labels"])
@@ -91,36 +92,37 @@ def root_figures(root: str) -> list[dict]:
   return out
 
 
+def _method_order(method: str) -> tuple:
+  return tables.ORDER.index(method.split(" ")[0]), method
+
+
 def means(cells: list[dict]) -> dict:
-  """Mean figures per (root, category, method, noise), with the seeds they average."""
+  """{(root, category, method, noise): mean figures over that method's seeds, and the seeds}, in table order."""
   groups = collections.defaultdict(list)
   for c in cells:
     groups[(c["root"], c["category"], c["method"], c["noise"])].append(c)
-  return {" ".join([root, cat, m, f"{n:.0%}"]): {
-      "seeds": sorted(c["seed"] for c in cs),
-      **{k: float(np.mean([c[k] for c in cs])) for k in ("auroc", "clean_auroc", "clean_auroc_same_test",
-                                                            "gap_same_test")}}
-      for (root, cat, m, n), cs in sorted(groups.items(), key=lambda kv: (
-          kv[0][0], kv[0][1], kv[0][3], tables.ORDER.index(kv[0][2].split(" ")[0]), kv[0][2]))}
+  keys = sorted(groups, key=lambda k: (k[0], k[1], k[3], _method_order(k[2])))
+  return {k: {"seeds": sorted(c["seed"] for c in groups[k]),
+              **{f: float(np.mean([c[f] for c in groups[k]]))
+                 for f in ("auroc", "clean_auroc", "clean_auroc_same_test", "gap_same_test")}} for k in keys}
 
 
 def markdown(cells: list[dict]) -> str:
   """One table per (root, category): a row per method, per noise level its mean test AUROC and, in brackets,
   its mean difference from the clean DifferNet on the same test images, seed by seed (the first row: that clean
   AUROC, a mean over the seeds)."""
-  out = []
-  for (root, cat), group in sorted(tables._group(cells, lambda c: (c["root"], c["category"])).items()):
+  summary, out = means(cells), []
+  for root, cat in sorted({k[:2] for k in summary}):
+    group = [c for c in cells if (c["root"], c["category"]) == (root, cat)]
     levels = sorted({c["noise"] for c in group})
-    by = tables._group(group, lambda c: (c["method"], c["noise"]))
-    mean = lambda cs, k: float(np.mean([c[k] for c in cs]))  # noqa: E731
     clean = lambda n: np.mean(list({c["seed"]: c["clean_auroc_same_test"] for c in group  # noqa: E731
                                      if c["noise"] == n}.values()))
     rows = ["| clean DifferNet, same test images | " + " | ".join(f"{clean(n):.3f}" for n in levels) + " |"]
-    for m in tables._order({c["method"] for c in group}):
+    for m in sorted({c["method"] for c in group}, key=_method_order):
+      mean = lambda n: summary.get((root, cat, m, n))  # noqa: E731,B023
       rows.append(f"| {m} | " + " | ".join(
-          f"{mean(by[(m, n)], 'auroc'):.3f} ({-mean(by[(m, n)], 'gap_same_test'):+.3f}; "
-          f"{len(by[(m, n)])} seed{'s' if len(by[(m, n)]) > 1 else ''})"
-          if (m, n) in by else "-" for n in levels) + " |")
+          "-" if mean(n) is None else f"{mean(n)['auroc']:.3f} ({-mean(n)['gap_same_test']:+.3f}; "
+          f"{len(mean(n)['seeds'])} seed{'s' if len(mean(n)['seeds']) > 1 else ''})" for n in levels) + " |")
     out.append(f"{root} {cat}\n\n| method | " + " | ".join(f"{n:.0%}" for n in levels) + " |\n|---|"
                + "---|" * len(levels) + "\n" + "\n".join(rows))
   return "\n\n".join(out)
@@ -131,7 +133,7 @@ def main(argv):
   cells = [c for root in FLAGS.roots for c in root_figures(root)]
   if not cells:
     raise SystemExit(f"no finished noisy cell with a clean {CLEAN} cell of the same seed under {FLAGS.roots}")
-  summary = means(cells)
+  summary = {" ".join([root, cat, m, f"{n:.0%}"]): v for (root, cat, m, n), v in means(cells).items()}
   for name, m in summary.items():
     print(f"mean {name} (seeds {m['seeds']}): AUROC {m['auroc']:.3f}; clean DifferNet on the same test images "
           f"{m['clean_auroc_same_test']:.3f} (on its own {m['clean_auroc']:.3f}); gap {m['gap_same_test']:+.3f}")
