@@ -61,10 +61,9 @@ class Splits:
     return cell_split(cell, self._datasets[key])
 
 
-def cell_figures(noisy: dict, clean: dict, splits) -> dict:
-  """The noisy cell's test AUROC, the clean cell's on its own test set and on the noisy cell's test images;
-  `splits(cell)` gives a cell's rebuilt split (a `Splits`)."""
-  noisy_test, clean_test = splits(noisy).test, splits(clean).test
+def cell_figures(noisy: dict, noisy_test, clean: dict, clean_test) -> dict:
+  """The noisy cell's test AUROC, the clean cell's on its own test set and on the noisy cell's test images
+  (`*_test`: each cell's rebuilt test set)."""
   labels, scores = scores_on(clean_test.ids, clean["test_labels"], clean["test_scores"], noisy_test.ids,
                              noisy["test_labels"])
   same = auroc(labels, scores)
@@ -78,12 +77,14 @@ def root_figures(root: str) -> list[dict]:
   runs = tables.collect(root)
   clean = {(r["dataset"], r["category"], r["seed"]): r for r in runs
            if r["method"] == CLEAN and not r.get("tag") and r["noise"]["ratio"] == 0}
-  splits, out = Splits(), []
+  splits, clean_tests, out = Splits(), {}, []
   for r in runs:
     key = (r["dataset"], r["category"], r["seed"])
     if r["noise"]["ratio"] == 0 or key not in clean:
       continue
-    figures = cell_figures(r, clean[key], splits)
+    if key not in clean_tests:  # each clean split rebuilt once, not once per noisy cell
+      clean_tests[key] = splits(clean[key]).test
+    figures = cell_figures(r, splits(r).test, clean[key], clean_tests[key])
     out.append({"root": root, "dataset": r["dataset"], "category": r["category"], "method": tables.label(r),
                 "noise": r["noise"]["ratio"], "seed": r["seed"]} | figures)
     print(f"{root} {r['category']} {tables.label(r)} {r['noise']['ratio']:.0%} seed {r['seed']}: AUROC "

@@ -299,11 +299,12 @@ def test_same_test_set_scores_the_clean_cell_on_exactly_the_noisy_cells_test_ima
   injected = set(noisy_split.injected_ids)
   _, clean = make(0.0, lambda i, y: (-1.0 if i in injected else 2.0 + int(i[1:]) / 100) if y else int(i[1:]) / 100)
   noisy["auroc"], clean["auroc"] = 0.5, same_test_set.auroc(clean["test_labels"], clean["test_scores"])
-  figures = same_test_set.cell_figures(noisy, clean, lambda c: common.cell_split(c, ds))
+  figures = same_test_set.cell_figures(noisy, common.cell_split(noisy, ds).test, clean,
+                                       common.cell_split(clean, ds).test)
   assert clean["auroc"] < 0.8 and figures["clean_auroc_same_test"] == 1.0
   assert figures["n_test_defective"] == n_bad - len(injected) - 2  # 2 defects went to validation
   noisy["injected_ids"] = noisy["injected_ids"][1:]
   with pytest.raises(ValueError, match="does not match"):
-    same_test_set.cell_figures(noisy, clean, lambda c: common.cell_split(c, ds))
+    common.cell_split(noisy, ds)
   with pytest.raises(ValueError, match="not in the clean cell's test set"):
     same_test_set.scores_on(["a", "b"], [0, 1], [0.1, 0.2], ["a", "c"], [0, 1])
