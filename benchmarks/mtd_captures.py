@@ -64,10 +64,7 @@ def split_figures(split, d_all: np.ndarray, row: dict, tile: dict) -> dict:
   scores = patches_lib.image_scores(d)
   threshold = np.quantile(scores[~injected], 1 - GOOD_LOST_BUDGET)
   found = injected & (scores > threshold)
-  same = np.asarray([tile[i] for i in ids])
-  apart = d.copy()
-  ii, jj = np.nonzero(same[:, None] == same[None])
-  apart[ii, :, jj] = np.inf  # captures of an image's own tile are not its neighbours
+  apart = patches_lib.split_tables(d_all[rows][:, :, rows], len(rows), [tile[i] for i in ids])["train_patch_d"]
   figures = {"n_train": len(ids), "n_injected": int(injected.sum()),
              "captures_per_good_tile": float(np.mean(own[~injected] + 1)),
              "captures_per_injected_tile": float(np.mean(own[injected] + 1)),

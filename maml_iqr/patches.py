@@ -11,7 +11,8 @@ highest patch scores. Chosen among 14 variants on Magnetic Tile and elpv mono, c
 
 The distance from every patch of image i to its nearest patch of image j, `D[i, p, j]`, is computed once per run
 for the training set and for the validation images against it; a refinement iteration then only reduces D over
-the columns of the images kept (the memory), and an image never counts as its own neighbour (D[i, :, i] = inf).
+the columns of the images kept (the memory), and an image never counts as its own neighbour (D[i, :, i] = inf),
+nor, where the dataset knows which images show one object (`Dataset.groups`), does another image of its object.
 
 D is cached (`cached_distances`): one file per dataset, category and settings in the run's cache folder holds the patch
 features and D of every image some run used, keyed by pixel digest as the feature cache is. Another seed or
@@ -191,11 +192,27 @@ def _grow(feats: np.ndarray, dist: np.ndarray, new: np.ndarray) -> np.ndarray:
   return out
 
 
-def split_tables(dist: np.ndarray, n_train: int) -> dict[str, np.ndarray]:
+def split_tables(dist: np.ndarray, n_train: int, groups=None) -> dict[str, np.ndarray]:
   """D over the training then the validation images -> the scorer inputs {'train_patch_d' (N, P, N) with
-  D[i, :, i] = inf, 'val_patch_d' (M, P, N)}: views of `dist`, whose diagonal is overwritten."""
+  D[i, :, i] = inf, 'val_patch_d' (M, P, N)}: views of `dist`, which is overwritten there.
+
+  `groups` (one name per row of `dist`, or None): the object each image shows, where one object has several
+  images (Magnetic Tile's tiles under six lights, `Dataset.groups`). Then no image of the same object is a
+  neighbour either (D = inf): a defective tile's other captures show the same defect and would vouch for it
+  (README, "Captures of one object are not each other's neighbours")."""
   train_d = dist[:n_train, :, :n_train]
   train_d[np.arange(n_train), :, np.arange(n_train)] = np.inf  # never its own neighbour
+  if groups is not None:
+    groups = np.asarray(groups)
+    if len(groups) != len(dist):
+      raise ValueError(f"{len(groups)} group names for {len(dist)} images")
+    same = groups[:, None] == groups[None, :n_train]
+    rows, cols = np.nonzero(same)
+    dist[rows, :, cols] = np.inf
+    others = n_train - same[:n_train].sum(1)
+    if others.min() < K:
+      raise ValueError(f"training image {int(others.argmin())} has {int(others.min())} training images of other "
+                       f"objects; patch_iqr scores against the {K}th nearest: give more objects")
   return {"train_patch_d": train_d, "val_patch_d": dist[n_train:, :, :n_train]}
 
 
@@ -284,13 +301,13 @@ def cached_distances(config, backbone, bparams, images: np.ndarray, name: str,
 
 
 def cached_tables(config, backbone, bparams, train_images: np.ndarray, val_images: np.ndarray,
-                  name: str) -> dict[str, np.ndarray]:
+                  name: str, groups=None) -> dict[str, np.ndarray]:
   """`distance_tables` of the training and validation images, with the config's recipe, through the cache
-  (`cached_distances`)."""
+  (`cached_distances`); `groups` as `split_tables`'."""
   r = recipe(config)
   table_problem_or_raise(len(train_images), len(val_images), r)
   dist, _ = cached_distances(config, backbone, bparams, np.concatenate([train_images, val_images]), name, r)
-  return split_tables(dist, len(train_images))
+  return split_tables(dist, len(train_images), groups)
 
 
 def image_scores(d: np.ndarray, k: int = K, top: int = TOP) -> np.ndarray:

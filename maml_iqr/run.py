@@ -36,6 +36,14 @@ def patch_images(config, backbone, dataset, split) -> tuple[np.ndarray, np.ndarr
                for part in (split.train, split.val))
 
 
+def patch_groups(dataset, split) -> list[str] | None:
+  """The object each training then validation image shows, in the patch tables' row order, where the dataset
+  knows them (`Dataset.groups`): captures of one object are not each other's neighbours (`patches.split_tables`)."""
+  if dataset.groups is None:
+    return None
+  return [dataset.groups[i] for i in list(split.train.ids) + list(split.val.ids)]
+
+
 def split_features(config, backbone, bparams, dataset, split, train_views: bool = True) -> dict[str, np.ndarray]:
   """Features of the split's images from the content-keyed cache (`feature_cache`), rows matched by id:
   {'train' (N, K, D), 'train_views', 'train_eval' (N, V, D), 'val', 'test'}. Training views are computed for the
@@ -175,8 +183,11 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   if config.method == "patch_iqr":  # its scorers read patch distance tables, computed once for the run
     t = time.time()
     log(f"patch features and distances of {len(split.train)} training and {len(split.val)} validation images")
+    groups = patch_groups(dataset, split)
+    if groups is not None:
+      log(f"an image's neighbours are images of other objects only ({len(set(groups))} objects)")
     feats.update(patches.cached_tables(config, backbone, bparams, *patch_images(config, backbone, dataset, split),
-                                       f"{dataset.name}_{dataset.category}"))
+                                       f"{dataset.name}_{dataset.category}", groups))
     timings["patch_distances_s"] = round(time.time() - t, 2)
   flow = detector.make_flow(config, backbone.feature_dim)
   feats = dict(feats, train=jnp.asarray(feats["train"]))

@@ -49,6 +49,32 @@ def test_an_image_is_never_its_own_neighbour_and_removed_images_leave_the_memory
   assert s[0] > 20 * np.median(s)
 
 
+def test_images_of_one_object_are_not_each_others_neighbours():
+  """Four captures of one object (group 'a') share an odd patch, as a defective tile's captures share its defect;
+  so does a validation image of that object. Without groups the captures vouch for each other (K = 3 others show
+  the patch) and score like the rest; with groups they, and the validation capture, are scored against other
+  objects only and stand out. Too few images of other objects to score against is a named error."""
+  rng = np.random.default_rng(2)
+  feats = rng.normal(0, 0.1, size=(14, 8, 4)).astype(np.float32)
+  feats[[0, 1, 2, 3, 13], 3] = 5.0  # 0-12 train, 13 validation
+  groups = ["a"] * 4 + [f"o{i}" for i in range(9)] + ["a"]
+  dist = patches.distance_tables(feats[:13], feats[13:])
+  plain = patches.image_scores(dist["train_patch_d"])
+  assert plain[:4].max() < 2 * np.median(plain[4:])
+  both = np.concatenate([feats[:13], feats[13:]])
+  full = patches.nearest_patch_distances(both, None, "test")
+  tables = patches.split_tables(full.copy(), 13, groups)
+  grouped = patches.image_scores(tables["train_patch_d"])
+  assert grouped[:4].min() > 10 * grouped[4:].max()
+  val = patches.image_scores(tables["val_patch_d"])
+  assert val[0] > 10 * grouped[4:].max()
+  assert patches.image_scores(patches.split_tables(full.copy(), 13)["val_patch_d"])[0] < 2 * np.median(plain[4:])
+  with pytest.raises(ValueError, match="other objects"):
+    patches.split_tables(full.copy(), 13, ["a"] * 11 + ["b"] * 3)
+  with pytest.raises(ValueError, match="group names"):
+    patches.split_tables(full.copy(), 13, groups[:13])
+
+
 def _pixel_patches(ims):
   """Patch features as a fixed function of each image's own pixels (the backbone is not under test)."""
   shape = (patches.RECIPE.patches, patches.RECIPE.dim)
@@ -144,6 +170,24 @@ def test_patch_images_at_another_size_are_the_splits_own_images_matched_by_id(fo
   assert any(i in big.test.ids for i in split.train.ids)  # the split's order is not the dataset's
   for images, part in ((train, split.train), (val, split.val)):
     np.testing.assert_array_equal(images, np.stack([by_id[i] for i in part.ids]))
+
+
+def test_patch_groups_follow_the_tables_rows_training_then_validation(folders):
+  """The groups handed to the patch tables are the split's training then validation images' own objects, in the
+  split's order (not the dataset's), and none where the dataset knows no objects."""
+  import dataclasses  # noqa: PLC0415
+  from maml_iqr.data import readers  # noqa: PLC0415
+  from maml_iqr.data.contamination import contaminate  # noqa: PLC0415
+  c = folder_config.get_config("quick")
+  c.data.root, c.data.defective_root = str(folders / "good"), str(folders / "bad")
+  dataset = readers.read(c.data, 32)
+  ids = dataset.train.ids + dataset.test.ids
+  grouped = dataclasses.replace(dataset, groups={i: f"object {k // 2}" for k, i in enumerate(ids)})
+  split = contaminate(grouped, 0.5, "defect_share", False, 0, "cap", 0.2)
+  assert run.patch_groups(dataset, split) is None
+  rows = list(split.train.ids) + list(split.val.ids)
+  assert run.patch_groups(grouped, split) == [f"object {ids.index(i) // 2}" for i in rows]
+  assert rows[:len(dataset.train)] != dataset.train.ids  # the split's order is not the dataset's
 
 
 def test_patch_table_too_large_is_refused_before_any_backbone_runs():
