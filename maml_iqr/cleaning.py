@@ -274,9 +274,18 @@ def min_fit_images(config) -> int:
           "patch_iqr": patches.K + 1}.get(config.method, 1)
 
 
-def fold_assignment(config, n: int) -> np.ndarray:
-  """Fold of every training image, fixed for the whole run (so a warm-started fold fit never sees its fold)."""
-  return stage_rng(config.seed, 6).permutation(n) % config.refine.folds
+def fold_assignment(config, n: int, groups=None) -> np.ndarray:
+  """Fold of every training image, fixed for the whole run (so a warm-started fold fit never sees its fold).
+  With `groups` (the object each image shows, `Dataset.groups`) whole objects go to a fold: a defective tile's
+  captures under other lights would otherwise teach the fit that scores it its defect."""
+  rng = stage_rng(config.seed, 6)
+  if groups is None:
+    return rng.permutation(n) % config.refine.folds
+  if len(groups) != n:
+    raise ValueError(f"{len(groups)} group names for {n} training images")
+  names = sorted(set(groups))
+  fold_of_name = dict(zip((names[j] for j in rng.permutation(len(names))), np.arange(len(names)) % config.refine.folds))
+  return np.asarray([fold_of_name[g] for g in groups])
 
 
 def robust_standardise(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -314,12 +323,13 @@ def score_iteration(ctx: Context, kept: np.ndarray, fold_of: np.ndarray, carries
 # ---------------------------------------------------------------------------------------------- controller
 
 def refine(ctx: Context, checkpoint_dir: str, n_train: int, val_labels: np.ndarray, injected: np.ndarray,
-           ids: tuple) -> RefineState:
+           ids: tuple, groups=None) -> RefineState:
   """The refinement loop, resumable from its last completed iteration; `injected` is used for the history's
-  bookkeeping only, never by the cleaning."""
+  bookkeeping only, never by the cleaning. `groups`: the object of each training image, or None
+  (`fold_assignment`)."""
   c = ctx.config
   state = RefineState(np.ones(n_train, bool))
-  fold_of = fold_assignment(c, n_train)
+  fold_of = fold_assignment(c, n_train, groups)
   carries = [None] * c.refine.folds
   like = {}  # the checkpoint's layout: the folds' carried params, only when they carry over
   if c.refine.warm_start:

@@ -36,12 +36,11 @@ def patch_images(config, backbone, dataset, split) -> tuple[np.ndarray, np.ndarr
                for part in (split.train, split.val))
 
 
-def patch_groups(dataset, split) -> list[str] | None:
-  """The object each training then validation image shows, in the patch tables' row order, where the dataset
-  knows them (`Dataset.groups`): captures of one object are not each other's neighbours (`patches.split_tables`)."""
-  if dataset.groups is None:
-    return None
-  return [dataset.groups[i] for i in list(split.train.ids) + list(split.val.ids)]
+def object_groups(dataset, ids) -> list[str] | None:
+  """The object each image of `ids` shows, where the dataset knows them (`Dataset.groups`), else None: captures
+  of one object never vouch for each other (cross-fitting folds, `cleaning.fold_assignment`; patch_iqr's
+  neighbours, `patches.split_tables`)."""
+  return None if dataset.groups is None else [dataset.groups[i] for i in ids]
 
 
 def split_features(config, backbone, bparams, dataset, split, train_views: bool = True) -> dict[str, np.ndarray]:
@@ -183,7 +182,7 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   if config.method == "patch_iqr":  # its scorers read patch distance tables, computed once for the run
     t = time.time()
     log(f"patch features and distances of {len(split.train)} training and {len(split.val)} validation images")
-    groups = patch_groups(dataset, split)
+    groups = object_groups(dataset, list(split.train.ids) + list(split.val.ids))
     if groups is not None:
       log(f"an image's neighbours are images of other objects only ({len(set(groups))} objects)")
     feats.update(patches.cached_tables(config, backbone, bparams, *patch_images(config, backbone, dataset, split),
@@ -200,8 +199,11 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   state = None
   kept = np.ones(len(split.train), bool)
   if config.method != "differnet":
+    groups = object_groups(dataset, split.train.ids)
+    if groups is not None and config.refine.folds > 1:
+      log(f"cross-fitting folds hold whole objects ({len(set(groups))} objects)")
     state = cleaning.refine(ctx, os.path.join(workdir, "checkpoints", "refine"), len(split.train),
-                            split.val.labels, injected, split.train.ids)
+                            split.val.labels, injected, split.train.ids, groups)
     kept = state.final_kept()
   timings["refine_s"] = round(time.time() - t, 2)
 

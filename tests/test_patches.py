@@ -172,9 +172,9 @@ def test_patch_images_at_another_size_are_the_splits_own_images_matched_by_id(fo
     np.testing.assert_array_equal(images, np.stack([by_id[i] for i in part.ids]))
 
 
-def test_patch_groups_follow_the_tables_rows_training_then_validation(folders):
-  """The groups handed to the patch tables are the split's training then validation images' own objects, in the
-  split's order (not the dataset's), and none where the dataset knows no objects."""
+def test_object_groups_follow_the_splits_order(folders):
+  """The groups handed to the patch tables and the folds are the split's images' own objects, in the split's order
+  (not the dataset's), and none where the dataset knows no objects."""
   import dataclasses  # noqa: PLC0415
   from maml_iqr.data import readers  # noqa: PLC0415
   from maml_iqr.data.contamination import contaminate  # noqa: PLC0415
@@ -184,9 +184,9 @@ def test_patch_groups_follow_the_tables_rows_training_then_validation(folders):
   ids = dataset.train.ids + dataset.test.ids
   grouped = dataclasses.replace(dataset, groups={i: f"object {k // 2}" for k, i in enumerate(ids)})
   split = contaminate(grouped, 0.5, "defect_share", False, 0, "cap", 0.2)
-  assert run.patch_groups(dataset, split) is None
   rows = list(split.train.ids) + list(split.val.ids)
-  assert run.patch_groups(grouped, split) == [f"object {ids.index(i) // 2}" for i in rows]
+  assert run.object_groups(dataset, rows) is None
+  assert run.object_groups(grouped, rows) == [f"object {ids.index(i) // 2}" for i in rows]
   assert rows[:len(dataset.train)] != dataset.train.ids  # the split's order is not the dataset's
 
 
