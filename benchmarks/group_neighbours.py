@@ -61,16 +61,15 @@ def main(argv):
     for (noise, seed), split in these.items():
       figs = split_figures(split, d_all, row, tile)
       runs.append({"split": protocol, "noise": noise, "seed": seed} | figs)
-      print(f"{protocol} {noise:.0%} seed {seed} ({figs['n_injected']} injected of {figs['n_train']}): "
-            + ", ".join(f"{n} AUROC {figs[n]['auroc']:.3f} recall {figs[n]['recall']:.3f}" for n in ("plain", "groups")),
-            flush=True)
+      print(f"{protocol} {noise:.0%} seed {seed} ({figs['n_injected']} injected of {figs['n_train']}): " + ", ".join(
+          f"{n} AUROC {figs[n]['auroc']:.3f} recall {figs[n]['recall']:.3f}" for n in ("plain", "groups")), flush=True)
     for noise in sorted({n for n, _ in these}):
       rs = [r for r in runs if r["split"] == protocol and r["noise"] == noise]
       m = {n: {k: float(np.mean([r[n][k] for r in rs])) for k in ("auroc", "recall")} for n in ("plain", "groups")}
       m["groups_above_in"] = f"{sum(r['groups']['recall'] > r['plain']['recall'] for r in rs)} of {len(rs)}"
       means[f"{protocol} {noise:.0%}"] = m
-      print(f"mean {protocol} {noise:.0%}: recall {m['plain']['recall']:.3f} -> {m['groups']['recall']:.3f} "
-            f"(above in {m['groups_above_in']}), cleaning AUROC {m['plain']['auroc']:.3f} -> {m['groups']['auroc']:.3f}")
+      print(f"mean {protocol} {noise:.0%}: recall {m['plain']['recall']:.3f} -> {m['groups']['recall']:.3f} (above "
+            f"in {m['groups_above_in']}), cleaning AUROC {m['plain']['auroc']:.3f} -> {m['groups']['auroc']:.3f}")
   if FLAGS.out:
     write_json(FLAGS.out, {"budget": GOOD_LOST_BUDGET, "means": means, "runs": runs})
 

@@ -284,7 +284,7 @@ def fold_assignment(config, n: int, groups=None) -> np.ndarray:
   if len(groups) != n:
     raise ValueError(f"{len(groups)} group names for {n} training images")
   names = sorted(set(groups))
-  fold_of_name = dict(zip((names[j] for j in rng.permutation(len(names))), np.arange(len(names)) % config.refine.folds))
+  fold_of_name = {names[j]: f % config.refine.folds for f, j in enumerate(rng.permutation(len(names)))}
   return np.asarray([fold_of_name[g] for g in groups])
 
 
