@@ -274,18 +274,11 @@ def min_fit_images(config) -> int:
           "patch_iqr": patches.K + 1}.get(config.method, 1)
 
 
-def fold_assignment(config, n: int, groups=None) -> np.ndarray:
+def fold_assignment(config, n: int) -> np.ndarray:
   """Fold of every training image, fixed for the whole run (so a warm-started fold fit never sees its fold).
-  With `groups` (the object each image shows, `Dataset.groups`) whole objects go to a fold: a defective tile's
-  captures under other lights would otherwise teach the fit that scores it its defect."""
-  rng = stage_rng(config.seed, 6)
-  if groups is None:
-    return rng.permutation(n) % config.refine.folds
-  if len(groups) != n:
-    raise ValueError(f"{len(groups)} group names for {n} training images")
-  names = sorted(set(groups))
-  fold_of_name = {names[j]: f % config.refine.folds for f, j in enumerate(rng.permutation(len(names)))}
-  return np.asarray([fold_of_name[g] for g in groups])
+  Images are dealt one by one even where the dataset knows its objects: folds holding whole objects removed fewer
+  injected images by tile (README, "Captures of one object are not each other's neighbours")."""
+  return stage_rng(config.seed, 6).permutation(n) % config.refine.folds
 
 
 def robust_standardise(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -323,13 +316,12 @@ def score_iteration(ctx: Context, kept: np.ndarray, fold_of: np.ndarray, carries
 # ---------------------------------------------------------------------------------------------- controller
 
 def refine(ctx: Context, checkpoint_dir: str, n_train: int, val_labels: np.ndarray, injected: np.ndarray,
-           ids: tuple, groups=None) -> RefineState:
+           ids: tuple) -> RefineState:
   """The refinement loop, resumable from its last completed iteration; `injected` is used for the history's
-  bookkeeping only, never by the cleaning. `groups`: the object of each training image, or None
-  (`fold_assignment`)."""
+  bookkeeping only, never by the cleaning."""
   c = ctx.config
   state = RefineState(np.ones(n_train, bool))
-  fold_of = fold_assignment(c, n_train, groups)
+  fold_of = fold_assignment(c, n_train)
   carries = [None] * c.refine.folds
   like = {}  # the checkpoint's layout: the folds' carried params, only when they carry over
   if c.refine.warm_start:

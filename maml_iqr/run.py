@@ -37,9 +37,8 @@ def patch_images(config, backbone, dataset, split) -> tuple[np.ndarray, np.ndarr
 
 
 def object_groups(dataset, ids) -> list[str] | None:
-  """The object each image of `ids` shows, where the dataset knows them (`Dataset.groups`), else None: captures
-  of one object never vouch for each other (cross-fitting folds, `cleaning.fold_assignment`; patch_iqr's
-  neighbours, `patches.split_tables`)."""
+  """The object each image of `ids` shows, where the dataset knows them (`Dataset.groups`), else None: patch_iqr's
+  neighbours are other objects' images (`patches.split_tables`)."""
   return None if dataset.groups is None else [dataset.groups[i] for i in ids]
 
 
@@ -199,11 +198,8 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   state = None
   kept = np.ones(len(split.train), bool)
   if config.method != "differnet":
-    groups = object_groups(dataset, split.train.ids)
-    if groups is not None and config.refine.folds > 1:
-      log(f"cross-fitting folds hold whole objects ({len(set(groups))} objects)")
     state = cleaning.refine(ctx, os.path.join(workdir, "checkpoints", "refine"), len(split.train),
-                            split.val.labels, injected, split.train.ids, groups)
+                            split.val.labels, injected, split.train.ids)
     kept = state.final_kept()
   timings["refine_s"] = round(time.time() - t, 2)
 

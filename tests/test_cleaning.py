@@ -47,25 +47,6 @@ def test_fold_fits_never_see_the_images_they_score(monkeypatch, method, warm_sta
   assert scored and all(seen & ids for seen, ids in scored)
 
 
-def test_folds_hold_whole_objects_where_the_dataset_knows_them():
-  """With groups (Magnetic Tile by tile: six captures of a tile) every object's images share one fold, so the fit
-  that scores a capture never saw the object's other captures; the folds stay near even. Without groups images
-  are dealt one by one, and objects do straddle folds (the control)."""
-  c = folder_config.get_config("quick")
-  c.refine.folds = 2
-  groups = [f"tile {k // 6}" for k in range(300)]
-  fold_of = cleaning.fold_assignment(c, 300, groups)
-  by_group = {}
-  for g, f in zip(groups, fold_of):
-    by_group.setdefault(g, set()).add(int(f))
-  assert all(len(f) == 1 for f in by_group.values())
-  assert abs(int((fold_of == 0).sum()) - 150) <= 6
-  plain = cleaning.fold_assignment(c, 300)
-  assert sum(len({int(plain[k]) for k in range(300) if groups[k] == g}) > 1 for g in by_group) > 25
-  with pytest.raises(ValueError, match="group names"):
-    cleaning.fold_assignment(c, 299, groups)
-
-
 @pytest.mark.parametrize("leave_one_out", [False, True])
 def test_gaussian_iqr_removes_what_its_own_fit_hides_only_when_scoring_each_image_by_the_others(leave_one_out):
   """gaussian_iqr without folds on 30 images in 200 dimensions, 2 shifted far along the small directions: fitted on

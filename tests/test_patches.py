@@ -173,8 +173,8 @@ def test_patch_images_at_another_size_are_the_splits_own_images_matched_by_id(fo
 
 
 def test_object_groups_follow_the_splits_order(folders):
-  """The groups handed to the patch tables and the folds are the split's images' own objects, in the split's order
-  (not the dataset's), and none where the dataset knows no objects."""
+  """The groups handed to the patch tables are the split's training then validation images' own objects, in the
+  split's order (not the dataset's), and none where the dataset knows no objects."""
   import dataclasses  # noqa: PLC0415
   from maml_iqr.data import readers  # noqa: PLC0415
   from maml_iqr.data.contamination import contaminate  # noqa: PLC0415
