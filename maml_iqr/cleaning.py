@@ -50,12 +50,14 @@ from maml_iqr.workdir import raise_if_stopped
 class Context:
   """What every fit reads: the run's config, the flow module, the features
   ({'train' (N, K, D) cached training views, 'train_eval' (N, V, D), 'val' (M, V, D)}), `train_data` (the
-  keyword arguments `detector.train` reads its rows with), and the TensorBoard writer of the run's curves."""
+  keyword arguments `detector.train` reads its rows with), the TensorBoard writer of the run's curves, and the
+  object each training image shows where the dataset knows them (`Dataset.groups`; else None)."""
   config: Any
   flow: Any
   feats: dict
   train_data: dict
   writer: Any = metric_writer.NullWriter()
+  groups: np.ndarray | None = None
 
 
 def _tag(kind: str, stage: tuple) -> str:
@@ -109,12 +111,16 @@ def fit_trained(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:
 def fit_gaussian(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:
   """gaussian_iqr: a Gaussian on the mask's images' mean evaluation-view features; an image scores its
   Mahalanobis distance, with `refine.leave_one_out` each of the mask's own images from the Gaussian of the
-  others. Nothing carries over (`start` is always None: refine.warm_start is refused)."""
+  others (of the other objects', where the dataset knows them: `ctx.groups`). Nothing carries over (`start` is
+  always None: refine.warm_start is refused)."""
   del start, stage
   rows = ctx.feats["train_eval"][np.flatnonzero(mask)].mean(1)
   mean, precision = gaussian.fit(rows)
-  return Fit(None, [lambda feats: gaussian.mahalanobis(mean, precision, np.asarray(feats).mean(1))],
-             own_scores=gaussian.leave_one_out(rows) if ctx.config.refine.leave_one_out else None)
+  own = None
+  if ctx.config.refine.leave_one_out:
+    own = (gaussian.leave_one_out(rows) if ctx.groups is None else
+           gaussian.leave_groups_out(rows, np.asarray(ctx.groups)[np.flatnonzero(mask)]))
+  return Fit(None, [lambda feats: gaussian.mahalanobis(mean, precision, np.asarray(feats).mean(1))], own_scores=own)
 
 
 def fit_patches(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:

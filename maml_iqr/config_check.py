@@ -138,6 +138,17 @@ def validate(c) -> None:
   _check(c.data.mtd_split in MTD_SPLITS, "data.mtd_split", c.data.mtd_split, f"one of {MTD_SPLITS}")
   _check(c.data.mtd_split == "differnet" or c.data.name == "magnetic_tile", "data.mtd_split", c.data.mtd_split,
          "differnet unless data.name=magnetic_tile (only Magnetic Tile's file names say which tile an image shows)")
+  _check(isinstance(c.data.object_pattern, str), "data.object_pattern", c.data.object_pattern, "a string")
+  _check(not c.data.object_pattern or c.data.name == "folder", "data.object_pattern", c.data.object_pattern,
+         "empty unless data.name=folder (Magnetic Tile's tiles: data.mtd_split=by_tile)")
+  if c.data.object_pattern:
+    try:
+      rx = re.compile(c.data.object_pattern)
+    except re.error as e:
+      rx = None
+      _check(False, "data.object_pattern", c.data.object_pattern, f"a regular expression ({e})")
+    _check(rx.groups <= 1, "data.object_pattern", c.data.object_pattern,
+           "a regular expression with at most one group (its first group names the object), e.g. '^(part\\d+)_'")
   if c.data.name == "elpv":
     _check(c.data.category in ("all", "mono", "poly"), "data.category", c.data.category, "all, mono or poly")
     for flag in ("data.elpv_one_third", "data.elpv_two_thirds"):

@@ -57,6 +57,43 @@ def leave_one_out(rows: np.ndarray) -> np.ndarray:
   return (n / (n - 1)) ** 2 * q / (1 - (1 - shrink) * n / (n - 1) ** 2 * q)
 
 
+def leave_groups_out(rows: np.ndarray, groups) -> np.ndarray:
+  """Squared Mahalanobis distance of each row (n, D) from the Gaussian fitted on the rows of other groups
+  (`groups`: one name per row, the object each image shows; shrinkage s and scale held at the whole set's, as
+  `leave_one_out`, which it equals where every group is one row), exactly, with one inverse per group size.
+
+  Why: the captures of one part show the same defect; fitted with them, the Gaussian learns the defect's direction
+  and each capture vouches for the others. Derivation: without group g (m rows U, centred at the whole mean,
+  summing to t) the mean moves by -t / (n - m) and the shrunk covariance is M - c V^T V with
+  M = s (tr S / D) I + (1 - s) n / (n - m) S, c = (1 - s) / (n - m), V = U stacked on t / sqrt(n - m); Woodbury
+  gives its inverse from M^-1 and an (m + 1) x (m + 1) solve."""
+  x = np.asarray(rows, np.float64)
+  groups = np.asarray(groups)
+  n, dim = x.shape
+  if len(groups) != n:
+    raise ValueError(f"{len(groups)} group names for {n} rows")
+  names, index, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+  if n - sizes.max() < 2:
+    raise ValueError(f"group {str(names[sizes.argmax()])!r} holds {sizes.max()} of {n} rows; a Gaussian of the other "
+                     "groups needs at least 2 rows")
+  mean, cov, shrink, scale = _shrunk(x)
+  if scale <= 0:
+    return np.zeros(n)
+  u = x - mean
+  inverses = {m: np.linalg.inv(shrink * scale * np.eye(dim) + (1 - shrink) * n / (n - m) * cov) for m in set(sizes)}
+  out = np.empty(n)
+  for g, m in enumerate(sizes):
+    members = np.flatnonzero(index == g)
+    m_inv, c, total = inverses[m], (1 - shrink) / (n - m), u[members].sum(0)
+    v = np.vstack([u[members], total / np.sqrt(n - m)])                      # (m + 1, D)
+    d = u[members] + total / (n - m)                                         # rows minus the others' mean
+    vm = v @ m_inv
+    k = np.eye(len(v)) - c * vm @ v.T
+    a = d @ vm.T                                                             # (m, m + 1): V M^-1 d per row
+    out[members] = np.einsum("id,de,ie->i", d, m_inv, d) + c * np.einsum("ir,ir->i", a, np.linalg.solve(k, a.T).T)
+  return out
+
+
 def mahalanobis(mean: np.ndarray, precision: np.ndarray, rows: np.ndarray) -> np.ndarray:
   """Squared Mahalanobis distance of each row (..., D) from the Gaussian."""
   d = np.asarray(rows, np.float64) - mean

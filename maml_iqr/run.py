@@ -38,7 +38,8 @@ def patch_images(config, backbone, dataset, split) -> tuple[np.ndarray, np.ndarr
 
 def object_groups(dataset, ids) -> list[str] | None:
   """The object each image of `ids` shows, where the dataset knows them (`Dataset.groups`), else None: patch_iqr's
-  neighbours are other objects' images (`patches.split_tables`)."""
+  neighbours are other objects' images (`patches.split_tables`), and gaussian_iqr's leave-one-out leaves out the
+  image's whole object (`gaussian.leave_groups_out`)."""
   return None if dataset.groups is None else [dataset.groups[i] for i in ids]
 
 
@@ -190,8 +191,9 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   flow = detector.make_flow(config, backbone.feature_dim)
   feats = dict(feats, train=jnp.asarray(feats["train"]))
   writer = metric_writer.open_writer(workdir)
+  train_groups = object_groups(dataset, split.train.ids)
   ctx = cleaning.Context(config, flow, feats, training_data(config, feats, backbone, bparams, split.train.images),
-                         writer)
+                         writer, None if train_groups is None else np.asarray(train_groups))
 
   t = time.time()
   injected = injected_mask(split)

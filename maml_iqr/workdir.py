@@ -47,7 +47,7 @@ IGNORED_KEYS = ("cache_dir", "maml.diagnostics")  # cannot change results: the f
                                                   # content; diagnostics only measure
 # Keys added after runs were recorded, with the value that reproduces what those runs did: a recorded config
 # without the key reads as having it at this value, so a new option does not orphan every earlier workdir.
-ADDED_KEYS = {"refine.leave_one_out": False, "data.mtd_split": "differnet"}
+ADDED_KEYS = {"refine.leave_one_out": False, "data.mtd_split": "differnet", "data.object_pattern": ""}
 PATH_KEYS = ("data.root", "data.defective_root", "backbone.weights_path", "cache_dir")
 # What `clear` (--overwrite) deletes: the outputs of a run, never the feature cache or files it does not know.
 OUTPUTS = ("checkpoints", "model", "tensorboard", RESULTS, RUN_CONFIG, "report.md", "suspicious.csv")

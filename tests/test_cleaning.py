@@ -47,6 +47,28 @@ def test_fold_fits_never_see_the_images_they_score(monkeypatch, method, warm_sta
   assert scored and all(seen & ids for seen, ids in scored)
 
 
+@pytest.mark.parametrize("objects", [False, True])
+def test_gaussian_leave_one_out_leaves_out_the_whole_object_where_objects_are_known(objects):
+  """Five captures of one part share a defect (a shift along the small directions) among 35 images of 9 other
+  parts: scored each by the others, the part's other captures vouch for it and none is removed; scored by the
+  other objects' Gaussian (ctx.groups, as a folder with data.object_pattern gives it), all five are."""
+  from maml_iqr import refine  # noqa: PLC0415
+  c = folder_config.get_config("quick")
+  c.refine.leave_one_out = True
+  rng = np.random.default_rng(0)
+  rows = rng.normal(size=(40, 200)) * np.r_[np.full(20, 3.0), np.full(180, 0.3)]
+  shift = rng.normal(size=180)
+  rows[:5, 20:] += 12 * shift / np.linalg.norm(shift)
+  groups = np.array(["part"] * 5 + [f"other{i // 4}" for i in range(35)]) if objects else None
+  train_eval = np.repeat(rows[:, None, :], 2, axis=1).astype(np.float32)
+  ctx = cleaning.Context(c, None, {"train_eval": train_eval, "val": train_eval[:4]}, {}, groups=groups)
+  kept = np.ones(40, bool)
+  _, scores, _, _ = cleaning.score_iteration(ctx, kept, np.zeros(40, int), [None], 0)
+  _, removed = refine.select_removals(scores, kept, c.refine.k, 40, 0.3, 0.6, 10)
+  part = set(range(5))
+  assert (part <= set(removed.tolist())) if objects else not part & set(removed.tolist())
+
+
 @pytest.mark.parametrize("leave_one_out", [False, True])
 def test_gaussian_iqr_removes_what_its_own_fit_hides_only_when_scoring_each_image_by_the_others(leave_one_out):
   """gaussian_iqr without folds on 30 images in 200 dimensions, 2 shifted far along the small directions: fitted on

@@ -61,3 +61,28 @@ def test_a_row_scored_by_the_others_passes_the_fence_its_own_fit_hides():
   in_sample = gaussian.mahalanobis(*gaussian.fit(x), x)
   assert set(np.argsort(in_sample)[-2:]) == {0, 1} and len(past_fence(in_sample)) == 0
   assert {0, 1} <= set(past_fence(gaussian.leave_one_out(x)))
+
+
+def test_leave_groups_out_equals_refitting_without_each_group():
+  """Each row's distance from the Gaussian refitted on the other groups' rows (shrinkage and scale held at the whole
+  set's, as leave_one_out holds them), groups of 1 to 4 rows; one-row groups give leave_one_out exactly."""
+  rng = np.random.default_rng(0)
+  n, dim = 40, 60
+  x = rng.normal(size=(n, dim)) * rng.uniform(0.5, 2, dim)
+  groups = np.array([f"g{i // 3}" for i in range(n)])
+  groups[-1], groups[:4] = "alone", "four"
+  _, _, shrink, scale = gaussian._shrunk(x)
+  expected = np.empty(n)
+  for g in set(groups):
+    others = x[groups != g]
+    centred = others - others.mean(0)
+    cov = shrink * scale * np.eye(dim) + (1 - shrink) * centred.T @ centred / len(others)
+    for i in np.flatnonzero(groups == g):
+      d = x[i] - others.mean(0)
+      expected[i] = d @ np.linalg.solve(cov, d)
+  np.testing.assert_allclose(gaussian.leave_groups_out(x, groups), expected, rtol=1e-9)
+  np.testing.assert_allclose(gaussian.leave_groups_out(x, np.arange(n)), gaussian.leave_one_out(x), rtol=1e-9)
+  with pytest.raises(ValueError, match="group 'most' holds 39 of 40 rows"):
+    gaussian.leave_groups_out(x, ["most"] * 39 + ["one"])
+  with pytest.raises(ValueError, match="3 group names for 40 rows"):
+    gaussian.leave_groups_out(x, ["a", "b", "c"])

@@ -1,4 +1,5 @@
 import os
+import re
 
 import numpy as np
 import pytest
@@ -66,6 +67,49 @@ def test_folder_reader_with_stray_files(tmp_path):
   (tmp_path / "good" / "notes.txt").write_text("hi")
   ds = readers.read_folder(str(tmp_path / "good"), str(tmp_path / "bad"), 8, test_fraction=0.5)
   assert len(ds.train) == 3 and ds.test.n_good == 3 and ds.test.n_defective == 1
+
+
+def _parts(tmp_path, n_parts=6, lights=3, bad_parts=(9,)):
+  for part in range(n_parts):
+    for light in range(lights):
+      _png(str(tmp_path / "good" / f"part{part:02d}_light{light}.png"))
+  for part in bad_parts:
+    for light in range(lights):
+      _png(str(tmp_path / "bad" / f"part{part:02d}_light{light}.png"))
+
+
+def test_folder_objects_keep_each_part_on_one_side(tmp_path):
+  """With data.object_pattern the good images are split by whole parts (a part's other photographs in the test set
+  would be a leak), the Dataset names every image's part, and the same seed draws the same parts; without it the
+  folder reads as before, by image, with no groups."""
+  _parts(tmp_path)
+  read = lambda seed, pattern: readers.read_folder(str(tmp_path / "good"), str(tmp_path / "bad"), 8, 0.5, seed,
+                                                   pattern)
+  part = lambda i: os.path.basename(i)[:6]
+  ds = read(0, r"^(part\d+)_")
+  assert ds.groups == {i: part(i) for i in ds.train.ids + ds.test.ids}
+  train_parts, test_good_parts = {part(i) for i in ds.train.ids}, {part(i) for i, y in zip(ds.test.ids, ds.test.labels) if y == 0}
+  assert len(train_parts) == 3 and len(test_good_parts) == 3 and not train_parts & test_good_parts
+  assert len(ds.train) == 9 and ds.test.n_good == 9 and ds.test.n_defective == 3
+  assert read(0, r"^(part\d+)_").train.ids == ds.train.ids
+  assert {read(s, r"^(part\d+)_").train.ids for s in range(6)} != {ds.train.ids}  # the seed draws the parts
+  plain = read(0, "")
+  assert plain.groups is None and len(plain.train) == 9
+  assert {part(i) for i in plain.train.ids} & {part(i) for i in plain.test.ids[:9]}  # by image, parts cross sides
+
+
+def test_folder_objects_named_errors(tmp_path):
+  _parts(tmp_path, bad_parts=(2,))
+  good, bad = str(tmp_path / "good"), str(tmp_path / "bad")
+  with pytest.raises(DataError, match=r"objects have images in both the good and the defective folder.*'part02'"):
+    readers.read_folder(good, bad, 8, 0.5, 0, r"^(part\d+)_")
+  with pytest.raises(DataError, match=re.escape(r"part00_light0.png: data.object_pattern='^(lot\d+)' finds no object")):
+    readers.read_folder(good, None, 8, 0.0, 0, r"^(lot\d+)")
+  with pytest.raises(DataError, match="not a regular expression"):
+    readers.read_folder(good, None, 8, 0.0, 0, r"^(part")
+  _png(str(tmp_path / "bad2" / "scratch_light9.png"))
+  with pytest.raises(DataError, match="no good object to train on"):
+    readers.read_folder(good, str(tmp_path / "bad2"), 8, 0.9, 0, r"light\d")  # 3 'objects' (the lights), 16 to test
 
 
 def test_missing_root_names_path(tmp_path):

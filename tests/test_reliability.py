@@ -95,6 +95,8 @@ BAD_VALUES = [
     ("refine.patience", 0, "positive integer"), ("refine.max_remove_per_iteration", 0.0, "(0, 1]"),
     ("refine.max_remove_per_iteration", 1.5, "(0, 1]"), ("refine.max_remove_total", 0.0, "(0, 1]"),
     ("refine.max_remove_total", 1.01, "(0, 1]"), ("refine.leave_one_out", "yes", "True or False"),
+    ("data.object_pattern", 3, "a string"), ("data.object_pattern", "^(part", "a regular expression (missing )"),
+    ("data.object_pattern", r"(lot\d+)_(part\d+)", "at most one group"),
 ]
 
 
@@ -129,6 +131,7 @@ def test_leave_one_out_is_refused_where_it_would_be_ignored(folders, others):
     ("elpv", "data.elpv_two_thirds", "", "drop, good or defective"),
     ("elpv", "data.mtd_split", "by_tile", "differnet unless data.name=magnetic_tile"),
     ("elpv", "data.mtd_split", "by_part", "one of .'differnet', 'by_tile'."),
+    ("elpv", "data.object_pattern", r"^(part\d+)_", "empty unless data.name=folder"),
 ])
 def test_dataset_specific_values(folders, dataset, flag, value, expected):
   c = _config(folders)
@@ -136,6 +139,13 @@ def test_dataset_specific_values(folders, dataset, flag, value, expected):
   c.data[flag.split(".")[1]] = value
   with pytest.raises(ConfigError, match=f"--config.{flag}=.*{expected}"):
     config_check.validate(c)
+
+
+def test_a_folder_may_name_its_objects(folders):
+  """The control for data.object_pattern's refusals: one group, a folder dataset."""
+  c = _config(folders)
+  c.data.object_pattern = r"^(part\d+)_"
+  config_check.validate(c)
 
 
 def test_gaussian_iqr_refuses_a_warm_start(folders):

@@ -222,12 +222,34 @@ def read_elpv(size: int, cell_type: str = "all", one_third: str = "drop", two_th
   return Dataset("elpv", cell_type, subset(train_index), subset(test_index))
 
 
+def folder_objects(ids, pattern: str) -> dict[str, str]:
+  """Image id -> the object (part) it shows: the first group of the regular expression `pattern` searched in the
+  file name, or its whole match where it has no group. For parts photographed more than once (several lights or
+  sides), e.g. `part0042_light3.png` with `^(part\\d+)_`."""
+  try:
+    rx = re.compile(pattern)
+  except re.error as e:
+    raise DataError(f"data.object_pattern='{pattern}' is not a regular expression ({e})") from None
+  objects = {}
+  for i in ids:
+    m = rx.search(os.path.basename(i))
+    if not m or not (m[1] if rx.groups else m[0]):
+      raise DataError(f"{i}: data.object_pattern='{pattern}' finds no object in this file name; every image needs "
+                      "one (e.g. '^(part\\d+)_' for part0042_light3.png), or leave the pattern empty")
+    objects[i] = m[1] if rx.groups else m[0]
+  return objects
+
+
 def read_folder(good_dir: str, defective_dir: str | None, size: int, test_fraction: float = 0.5,
-                seed: int = 0) -> Dataset:
+                seed: int = 0, object_pattern: str = "") -> Dataset:
   """A user's plain folders: good images (split into train/test with `seed`) and optionally defective images.
 
   Without a defective folder there is nothing to test against, so nothing is held out (clean mode: the whole
-  folder is cleaned and the detector trained on what is kept), whatever `test_fraction` says."""
+  folder is cleaned and the detector trained on what is kept), whatever `test_fraction` says.
+
+  `object_pattern` (`folder_objects`) names the object each image shows: the good images are then split by whole
+  objects, the Dataset carries them (`groups`: validation is drawn by object, and patch_iqr scores an image
+  against other objects only), and an object may not have images in both folders."""
   if not defective_dir:
     test_fraction = 0.0
   good_paths = list_images(good_dir)
@@ -239,15 +261,29 @@ def read_folder(good_dir: str, defective_dir: str | None, size: int, test_fracti
   bad_paths = list_images(defective_dir) if defective_dir else []
   if not 0.0 <= test_fraction < 1.0:
     raise DataError(f"data.test_fraction={test_fraction}: expected a value in [0, 1)")
-  order = np.random.default_rng(seed).permutation(len(good_paths))
-  n_test = min(int(round(test_fraction * len(good_paths))), len(good_paths) - 1)  # keep a training image
-  test_good = sorted(good_paths[i] for i in order[:n_test])
-  train_good = sorted(good_paths[i] for i in order[n_test:])
   # abspath: commonpath refuses a mix of absolute and relative folders
   root = os.path.commonpath([os.path.abspath(good_dir)] + ([os.path.abspath(defective_dir)] if defective_dir else []))
+  n_test = min(int(round(test_fraction * len(good_paths))), len(good_paths) - 1)  # keep a training image
+  rng = np.random.default_rng(seed)
+  objects = None
+  if object_pattern:
+    objects = folder_objects([os.path.relpath(p, root) for p in good_paths + bad_paths], object_pattern)
+    good_objects = [objects[os.path.relpath(p, root)] for p in good_paths]
+    both = sorted(set(good_objects) & {objects[os.path.relpath(p, root)] for p in bad_paths})
+    if both:
+      raise DataError(f"data.object_pattern='{object_pattern}': {len(both)} objects have images in both the good and "
+                      f"the defective folder (e.g. {both[0]!r}); put all of an object's images in one folder")
+    in_test = draw_whole_groups(good_objects, n_test, rng) if n_test else np.zeros(0, np.int64)
+    if len(in_test) == len(good_paths):
+      raise DataError(f"{good_dir}: the {len(set(good_objects))} objects (data.object_pattern) leave no good object to "
+                      "train on after the test share; add objects or lower data.test_fraction")
+  else:
+    in_test = rng.permutation(len(good_paths))[:n_test]
+  test_good = sorted(good_paths[i] for i in in_test)
+  train_good = sorted(set(good_paths) - set(test_good))
   train = _image_set(root, train_good, [0] * len(train_good), size)
   test = _image_set(root, test_good + bad_paths, [0] * len(test_good) + [1] * len(bad_paths), size)
-  return Dataset("folder", os.path.basename(os.path.normpath(good_dir)), train, test)
+  return Dataset("folder", os.path.basename(os.path.normpath(good_dir)), train, test, objects)
 
 
 def read(data, size: int, prepared_dir: str = "") -> Dataset:
@@ -273,7 +309,8 @@ def read(data, size: int, prepared_dir: str = "") -> Dataset:
     return read_elpv(size, data.category, data.elpv_one_third, data.elpv_two_thirds, data.test_fraction,
                      data.split_seed)
   if name == "folder":
-    return read_folder(data.root, data.defective_root or None, size, data.test_fraction, data.split_seed)
+    return read_folder(data.root, data.defective_root or None, size, data.test_fraction, data.split_seed,
+                       data.get("object_pattern", ""))
   raise DataError(f"data.name={name!r}: expected one of mvtec, ksdd2, magnetic_tile, elpv, folder")
 
 
