@@ -1,6 +1,8 @@
 """The benchmark scripts run end to end in --quick mode and write complete JSON (no timing thresholds)."""
+import collections
 import json
 import math
+import os
 
 import numpy as np
 
@@ -308,3 +310,29 @@ def test_same_test_set_scores_the_clean_cell_on_exactly_the_noisy_cells_test_ima
     common.cell_split(noisy, ds)
   with pytest.raises(ValueError, match="not in the clean cell's test set"):
     same_test_set.scores_on(["a", "b"], [0, 1], [0.1, 0.2], ["a", "c"], [0, 1])
+
+
+def test_folder_objects_labels_follow_the_tiles(tmp_path):
+  """benchmarks/folder_objects.py's folder: every capture of each drawn tile, one defective tile per class, the
+  hidden label of each file the class of the image it links to, and names that say the tile, not the label."""
+  from benchmarks import folder_objects  # noqa: PLC0415
+  from maml_iqr.data import readers  # noqa: PLC0415
+  from tests.conftest import shared_data  # noqa: PLC0415
+  root = shared_data("magnetic_tile")
+  out = str(tmp_path / "parts")
+  labels = folder_objects.make(root, out, good_tiles=4, seed=0)
+  assert sorted(labels) == sorted(os.listdir(out))
+  targets = {name: os.path.realpath(os.path.join(out, name)) for name in labels}
+  assert all((labels[n] == 0) == ("MT_Free" in t) for n, t in targets.items())
+  assert {t.split(os.sep)[-3] for t in targets.values() if "MT_Free" not in t} == set(readers.MTD_DEFECTS)
+  tiles = readers.mtd_tiles([os.path.relpath(t, os.path.realpath(root)) for t in targets.values()])
+  objects = readers.folder_objects(list(labels), r"^(t\d+)_")
+  by_name = {n: tiles[os.path.relpath(t, os.path.realpath(root))] for n, t in targets.items()}
+  assert len(set(objects.values())) == len(set(by_name.values())) == 4 + len(readers.MTD_DEFECTS)
+  assert all(len({by_name[n] for n in labels if objects[n] == o}) == 1 for o in set(objects.values()))
+  every = [os.path.join(cls, "Imgs", f) for cls in ("MT_Free",) + readers.MTD_DEFECTS
+           for f in os.listdir(os.path.join(root, cls, "Imgs")) if f.endswith(".jpg")]
+  captures = collections.Counter(readers.mtd_tiles(every).values())
+  assert all(list(by_name.values()).count(t) == captures[t] for t in set(by_name.values()))
+  with open(out + ".labels.json") as f:
+    assert json.load(f) == labels
