@@ -6,6 +6,8 @@ iteration checkpoints; a killed run started again with the same --workdir resume
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import time
@@ -114,16 +116,20 @@ def stop_rule(config, split) -> str:
   return f"no labelled validation: until the IQR rule removes nothing, {cap}"
 
 
-def write_review(workdir: str, split, state, kept: np.ndarray, det) -> None:
-  """suspicious.csv (every training image ranked by its cleaning score) and, given the detector `det`,
-  review.png (the removed and the borderline images, largest score first, with its anomaly maps): what an
-  inspector reads. The run draws the sheet in clean mode only: maps cost about 8 scorings per image."""
+def write_review(workdir: str, split, state, kept: np.ndarray, det, objects: list[str] | None = None) -> None:
+  """suspicious.csv (every training image ranked by its cleaning score, and the object it shows where the
+  dataset knows them: `object_groups`) and, given the detector `det`, review.png (the removed and the borderline
+  images, largest score first, with its anomaly maps): what an inspector reads. The run draws the sheet in clean
+  mode only: maps cost about 8 scorings per image."""
   r = refine.ranking(state.history, kept, state.kept)
   order = np.argsort(-np.nan_to_num(r["score"], nan=-np.inf), kind="stable")
-  lines = ["rank,id,score,removed,iteration_removed"]
-  lines += [f"{k + 1},{split.train.ids[i]},{r['score'][i]:.6f},{int(r['removed'][i])},"
-            f"{r['removed_at'][i] if r['removed'][i] else ''}" for k, i in enumerate(order)]
-  write_atomic(os.path.join(workdir, "suspicious.csv"), "\n".join(lines) + "\n")
+  table = io.StringIO()
+  rows = csv.writer(table, lineterminator="\n")  # quotes a file name with a comma in it
+  rows.writerow(["rank", "id", "score", "removed", "iteration_removed"] + (["object"] if objects is not None else []))
+  for k, i in enumerate(order):
+    rows.writerow([k + 1, split.train.ids[i], f"{r['score'][i]:.6f}", int(r["removed"][i]),
+                   r["removed_at"][i] if r["removed"][i] else ""] + ([objects[i]] if objects is not None else []))
+  write_atomic(os.path.join(workdir, "suspicious.csv"), table.getvalue())
   if det is None:
     return
   removed = [i for i in order if r["removed"][i]][:REVIEW_MAX_REMOVED]
@@ -232,7 +238,7 @@ def train_and_evaluate(config, workdir: str, overwrite: bool = False) -> dict:
   timings["pixel_auroc_s"] = round(time.time() - t, 2)
   if state is not None:
     t = time.time()
-    write_review(workdir, split, state, kept, saved_model.load(model_dir) if not has_test else None)
+    write_review(workdir, split, state, kept, saved_model.load(model_dir) if not has_test else None, train_groups)
     timings["review_s"] = round(time.time() - t, 2)
   timings["total_s"] = round(time.time() - start, 2)
   # What the compilation cache (maml_iqr/xla_flags.py) answered during this run, where it is on.

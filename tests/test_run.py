@@ -159,3 +159,22 @@ def test_hazelnut_toy_differnet_end_to_end(tmp_path):
   assert res["contamination"]["n_good_train"] == 28 and res["contamination"]["n_test"] == 23
   assert res["auroc"] > 0.9  # measured 0.99: real features separate the colour defects
   assert res["pixel_auroc"]["n_images"] == 2  # the maps were made for the images asked for
+
+
+def test_suspicious_csv_names_each_images_object_and_survives_a_comma_in_a_file_name(tmp_path, monkeypatch):
+  """suspicious.csv is read by spreadsheets and csv readers: a file name with a comma stays one field, and where
+  the folder names its parts (data.object_pattern) each row says which part it shows; without, no object column."""
+  import csv  # noqa: PLC0415
+  import types  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+  ids = ("a,1.png", "b.png", "c.png")
+  monkeypatch.setattr(run.refine, "ranking", lambda history, kept, last: {
+      "score": np.array([0.5, 2.0, 1.0]), "removed": np.array([False, True, False]), "removed_at": np.array([0, 1, 0])})
+  split = types.SimpleNamespace(train=types.SimpleNamespace(ids=ids))
+  state = types.SimpleNamespace(history=[], kept=None)
+  for objects in (None, ["part,7", "part8", "part8"]):
+    run.write_review(str(tmp_path), split, state, None, None, objects)
+    with open(tmp_path / "suspicious.csv", newline="") as f:
+      rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == ["b.png", "c.png", "a,1.png"] and rows[0]["iteration_removed"] == "1"
+    assert [r.get("object") for r in rows] == ([None] * 3 if objects is None else ["part8", "part8", "part,7"])
