@@ -83,10 +83,19 @@ def score(workdir: str, labels: dict[str, int]) -> dict:
   removed = np.array([r["removed"] == "1" for r in rows])
   with open(os.path.join(workdir, "results.json")) as f:
     config = json.load(f)["config"]
+  # The inspector's question is which parts are defective: a part scores its highest capture.
+  part = np.array([r["id"].split("_")[0] for r in rows])
+  parts = sorted(set(part))
+  part_y = np.array([y[part == p].max() for p in parts])
+  part_s = np.array([s[part == p].max() for p in parts])
   return {"workdir": workdir, "method": config["method"], "object_pattern": config["data"].get("object_pattern", ""),
+          "leave_one_out": config["refine"].get("leave_one_out", False),
           "cleaning_auroc": metrics.auroc(y, s), "recall_at_5pct_lost": metrics.recall_at_good_lost(y, s),
           "removed_defective": int((removed & (y == 1)).sum()), "defective": int(y.sum()),
-          "removed_good": int((removed & (y == 0)).sum()), "good": int((y == 0).sum())}
+          "removed_good": int((removed & (y == 0)).sum()), "good": int((y == 0).sum()),
+          "part_auroc": metrics.auroc(part_y, part_s), "parts": len(parts), "defective_parts": int(part_y.sum()),
+          "defective_parts_with_a_capture_removed": int(sum(removed[(part == p)].any() for p, t in zip(parts, part_y) if t)),
+          "good_parts_with_a_capture_removed": int(sum(removed[(part == p)].any() for p, t in zip(parts, part_y) if not t))}
 
 
 def main(argv):
@@ -105,7 +114,10 @@ def main(argv):
     for r in out:
       print(f"{r['workdir']}: {r['method']} object_pattern={r['object_pattern']!r}: cleaning AUROC "
             f"{r['cleaning_auroc']:.3f}, recall at <= 5 % good lost {r['recall_at_5pct_lost']:.2f}, removed "
-            f"{r['removed_defective']}/{r['defective']} defective and {r['removed_good']}/{r['good']} good")
+            f"{r['removed_defective']}/{r['defective']} defective and {r['removed_good']}/{r['good']} good; parts: "
+            f"AUROC {r['part_auroc']:.3f} (a part scores its highest capture), a capture removed of "
+            f"{r['defective_parts_with_a_capture_removed']}/{r['defective_parts']} defective and "
+            f"{r['good_parts_with_a_capture_removed']}/{r['parts'] - r['defective_parts']} good parts")
     if FLAGS.out:
       os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
       with open(FLAGS.out, "w") as f:

@@ -23,6 +23,11 @@ its mean share of the good images lost is at most 0.05 at each. No test image is
 Outcome: it passes on elpv mono and fails on Magnetic Tile at 20 % (recall 0.41 against 0.70, the stopping rule
 undoing the cleaning), so gaussian_iqr stays (README, "Patch-level scores find more: method=patch_iqr").
 
+Parts photographed more than once (several lights or sides): name the part in each file name and pass a pattern
+whose first group finds it, --config.data.object_pattern='^(part\\d+)_' for part0042_light3.png. The good images
+are then split by whole parts, and patch_iqr and gaussian_iqr with refine.leave_one_out=True score each image
+against other parts only (README, "Captures of one object are not each other's neighbours").
+
 Expected (README, "Clean your own images"; measured 2026-12-03 on a 2-core AMD EPYC CPU without AVX-512, beside
 another job): 300 Magnetic Tile good tiles + 20 defective, with the CPU table settings (--config.flow.hidden=512
 --config.train.meta_epochs=8 --config.train.sub_epochs=4): 10.7 min, of which refinement 1.2 s (features 6.5 min,
