@@ -116,9 +116,24 @@ def stop_rule(config, split) -> str:
   return f"no labelled validation: until the IQR rule removes nothing, {cap}"
 
 
+def write_parts(workdir: str, objects: np.ndarray, score: np.ndarray, removed: np.ndarray) -> None:
+  """parts.csv: every object (part) ranked by its highest image score, with how many of its images there are and
+  how many were removed. The inspector decides per part; on parts photographed six times the highest capture
+  ranked the defective parts better than any one capture did (README, "A folder that names its parts")."""
+  names = sorted(set(objects.tolist()))
+  top = np.array([np.nanmax(np.where(objects == n, score, -np.inf)) for n in names])
+  table = io.StringIO()
+  rows = csv.writer(table, lineterminator="\n")
+  rows.writerow(["rank", "object", "score", "images", "removed"])
+  for k, j in enumerate(np.argsort(-top, kind="stable")):
+    mine = objects == names[j]
+    rows.writerow([k + 1, names[j], f"{top[j]:.6f}", int(mine.sum()), int((mine & removed).sum())])
+  write_atomic(os.path.join(workdir, "parts.csv"), table.getvalue())
+
+
 def write_review(workdir: str, split, state, kept: np.ndarray, det, objects: list[str] | None = None) -> None:
   """suspicious.csv (every training image ranked by its cleaning score, and the object it shows where the
-  dataset knows them: `object_groups`) and, given the detector `det`, review.png (the removed and the borderline
+  dataset knows them: `object_groups`; then parts.csv too) and, given the detector `det`, review.png (the removed and the borderline
   images, largest score first, with its anomaly maps): what an inspector reads. The run draws the sheet in clean
   mode only: maps cost about 8 scorings per image."""
   r = refine.ranking(state.history, kept, state.kept)
@@ -130,6 +145,8 @@ def write_review(workdir: str, split, state, kept: np.ndarray, det, objects: lis
     rows.writerow([k + 1, split.train.ids[i], f"{r['score'][i]:.6f}", int(r["removed"][i]),
                    r["removed_at"][i] if r["removed"][i] else ""] + ([objects[i]] if objects is not None else []))
   write_atomic(os.path.join(workdir, "suspicious.csv"), table.getvalue())
+  if objects is not None:
+    write_parts(workdir, np.asarray(objects), r["score"], r["removed"])
   if det is None:
     return
   removed = [i for i in order if r["removed"][i]][:REVIEW_MAX_REMOVED]

@@ -50,7 +50,8 @@ IGNORED_KEYS = ("cache_dir", "maml.diagnostics")  # cannot change results: the f
 ADDED_KEYS = {"refine.leave_one_out": False, "data.mtd_split": "differnet", "data.object_pattern": ""}
 PATH_KEYS = ("data.root", "data.defective_root", "backbone.weights_path", "cache_dir")
 # What `clear` (--overwrite) deletes: the outputs of a run, never the feature cache or files it does not know.
-OUTPUTS = ("checkpoints", "model", "tensorboard", RESULTS, RUN_CONFIG, "report.md", "suspicious.csv")
+OUTPUTS = ("checkpoints", "model", "tensorboard", RESULTS, RUN_CONFIG, "report.md", "suspicious.csv",
+           "parts.csv")
 OUTPUT_PATTERNS = ("*.png", ".model.*")  # the plots and review sheet; a model folder a kill left half-staged
 
 

@@ -163,7 +163,8 @@ def test_hazelnut_toy_differnet_end_to_end(tmp_path):
 
 def test_suspicious_csv_names_each_images_object_and_survives_a_comma_in_a_file_name(tmp_path, monkeypatch):
   """suspicious.csv is read by spreadsheets and csv readers: a file name with a comma stays one field, and where
-  the folder names its parts (data.object_pattern) each row says which part it shows; without, no object column."""
+  the folder names its parts (data.object_pattern) each row says which part it shows and parts.csv ranks the parts
+  by their highest image score; without, no object column and no parts.csv."""
   import csv  # noqa: PLC0415
   import types  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
@@ -178,3 +179,8 @@ def test_suspicious_csv_names_each_images_object_and_survives_a_comma_in_a_file_
       rows = list(csv.DictReader(f))
     assert [r["id"] for r in rows] == ["b.png", "c.png", "a,1.png"] and rows[0]["iteration_removed"] == "1"
     assert [r.get("object") for r in rows] == ([None] * 3 if objects is None else ["part8", "part8", "part,7"])
+    assert (tmp_path / "parts.csv").exists() == (objects is not None)
+  # parts.csv: each part by its highest image score, with its images and how many were removed
+  with open(tmp_path / "parts.csv", newline="") as f:
+    parts = [(r["rank"], r["object"], float(r["score"]), r["images"], r["removed"]) for r in csv.DictReader(f)]
+  assert parts == [("1", "part8", 2.0, "2", "1"), ("2", "part,7", 0.5, "1", "0")]
