@@ -42,6 +42,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from maml_iqr import detector, gaussian, maml, metric_writer, patches
 from maml_iqr.checkpoint import Checkpointer
 from maml_iqr.common import log, stage_rng
+from maml_iqr.data.images import DataError
 from maml_iqr.refine import RefineState, refine_step
 from maml_iqr.workdir import raise_if_stopped
 
@@ -129,7 +130,15 @@ def fit_patches(ctx: Context, mask: np.ndarray, start, stage: tuple) -> Fit:
   diagonal is inf), so one fold scores every image by the others."""
   del start, stage
   memory = np.flatnonzero(mask)
-  return Fit(None, [lambda d: patches.image_scores(np.asarray(d)[:, :, memory])])
+
+  def scorer(d):
+    scores = patches.image_scores(np.asarray(d)[:, :, memory])
+    if not np.all(np.isfinite(scores)):  # only images of its own object left: removals emptied the others
+      raise DataError(f"patch_iqr: {int((~np.isfinite(scores)).sum())} image(s) have fewer than {patches.K} kept "
+                      "images of other objects to be scored against (data.object_pattern); give more objects, or "
+                      "lower refine.max_remove_total")
+    return scores
+  return Fit(None, [scorer])
 
 
 # --------------------------------------------------------------------------------------------- meta-learning

@@ -9,6 +9,7 @@ import pytest
 
 from configs import folder as folder_config
 from maml_iqr import cleaning, config_check, metrics, patches, run
+from maml_iqr.data.images import DataError
 from tests.conftest import shared_data
 
 
@@ -73,6 +74,17 @@ def test_images_of_one_object_are_not_each_others_neighbours():
     patches.split_tables(full.copy(), 13, ["a"] * 11 + ["b"] * 3)
   with pytest.raises(ValueError, match="group names"):
     patches.split_tables(full.copy(), 13, groups[:13])
+  # Removals that leave an image fewer than K kept images of other objects stop the run with a named error, not a
+  # non-finite score: here object 'a' (images 0-3) keeps only objects o0 and o1 to be scored against.
+  ctx = cleaning.Context(folder_config.get_config("quick"), None, tables, {})
+  kept = np.zeros(13, bool)
+  kept[:6] = True
+  fit = cleaning.fit_patches(ctx, kept, None, ())
+  with pytest.raises(DataError, match=r"4 image\(s\) have fewer than 3 kept images of other objects"):
+    fit.scorers[0](tables["train_patch_d"])
+  assert np.isfinite(fit.scorers[0](tables["train_patch_d"][4:])).all()  # the other objects' images have 5 each
+  kept[6] = True  # a third other object: 'a' can be scored again
+  assert np.isfinite(cleaning.fit_patches(ctx, kept, None, ()).scorers[0](tables["train_patch_d"])).all()
 
 
 def _pixel_patches(ims):
