@@ -5,7 +5,9 @@
 `--images` takes folders and image files, comma-separated; a folder contributes the images directly in it (not
 in its subfolders; hidden files and thumbnails skipped). Writes `O/scores.csv` (path, score, decision at the
 model's operating threshold: 1 = defective) and, with `--maps`, `O/maps/<index>_<name>.png`: each image at the
-backbone's input size with its anomaly map over it. Prints images/s and latency, measured over the batches
+backbone's input size with its anomaly map over it. Where the training folder named its parts
+(`data.object_pattern`, kept in detector.json) or `--object_pattern` names them, also `O/parts.csv`: each part
+scored by its highest image, defective when any of its images is. Prints images/s and latency, measured over the batches
 after the first (which compiles).
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from absl import app, flags
 
 from maml_iqr import anomaly_maps, saved_model, xla_flags
+from maml_iqr.data import readers
 from maml_iqr.data.images import DataError, list_images, load_image
 from maml_iqr.io import write_atomic
 
@@ -35,6 +38,8 @@ flags.DEFINE_integer("batch_images", 8, "Images per batch (the last batch is pad
 flags.DEFINE_integer("flow_rows", saved_model.RUN_FLOW_ROWS, "Rows per flow call (padded). The default, the "
                      "run's, reproduces the run's scores bit for bit; the batch size instead is faster for small "
                      "batches (2x for single images) and may change scores in the last bit.")
+flags.DEFINE_string("object_pattern", None, "Regular expression whose first group in a file name names the part "
+                    "it shows (default: the training run's data.object_pattern; '' for none): writes parts.csv.")
 flags.DEFINE_float("sigma", None, "Gaussian smoothing of the anomaly maps, in pixels of the backbone's input "
                    "(default: anomaly_maps.SIGMA_FRACTION of it, 16 pixels at 224).")
 
@@ -63,13 +68,18 @@ def map_name(index: int, path: str) -> str:
 
 def predict(model: str, inputs: list[str], out: str, with_maps: bool = False, weights_path: str | None = None,
             batch_images: int = 8, sigma: float | None = None, flow_rows: int = saved_model.RUN_FLOW_ROWS,
-            log=print) -> dict:
-  """Scores the images, writes O/scores.csv (and O/maps/), returns {'paths', 'scores', 'decisions', 'timing'}."""
+            log=print, object_pattern: str | None = None) -> dict:
+  """Scores the images, writes O/scores.csv (and O/maps/, O/parts.csv), returns {'paths', 'scores', 'decisions',
+  'timing'}."""
   for flag, value in (("--batch_images", batch_images), ("--flow_rows", flow_rows)):
     if value < 1:
       raise DataError(f"{flag}={value}: expected an integer >= 1")
   det = saved_model.load(model, weights_path)
   paths = image_paths(inputs)
+  pattern = det.spec.get("object_pattern", "") if object_pattern is None else object_pattern
+  source = ("the training run's data.object_pattern (detector.json; --object_pattern='' for none)"
+            if object_pattern is None else "--object_pattern")
+  objects = readers.folder_objects(paths, pattern, source) if pattern else None  # a name it misses stops it here
   size = det.input_size
   log(f"scoring {len(paths)} images with {model} ({det.spec['backbone']['name']}, "
       f"{det.spec['views']['n_views']} views, threshold {det.threshold:.6g} by {det.spec['threshold']['rule']})")
@@ -100,10 +110,25 @@ def predict(model: str, inputs: list[str], out: str, with_maps: bool = False, we
   text = io.StringIO()
   csv.writer(text).writerows(rows)
   write_atomic(os.path.join(out, "scores.csv"), text.getvalue())
+  if objects is not None:
+    write_parts(out, [objects[p] for p in paths], scores, det.threshold, log)
   timing = timing_summary(batch_s, load_s, map_s, len(paths), batch_images)
   log(timing["text"])
   log(f"{int(decisions.sum())} of {len(paths)} images above the threshold; scores in {os.path.join(out, 'scores.csv')}")
   return {"paths": paths, "scores": scores, "decisions": decisions, "timing": timing}
+
+
+def write_parts(out: str, objects: list[str], scores: np.ndarray, threshold: float, log) -> None:
+  """O/parts.csv: each part by its highest image score, highest first; a part is defective when any image is."""
+  names = sorted(set(objects))
+  top = [max(float(s) for o, s in zip(objects, scores) if o == n) for n in names]
+  rows = [["object", "score", "images", "decision"]]
+  for j in sorted(range(len(names)), key=lambda j: -top[j]):
+    rows.append([names[j], f"{top[j]:.9g}", objects.count(names[j]), int(top[j] > threshold)])
+  text = io.StringIO()
+  csv.writer(text).writerows(rows)
+  write_atomic(os.path.join(out, "parts.csv"), text.getvalue())
+  log(f"{sum(t > threshold for t in top)} of {len(names)} parts above the threshold; in {os.path.join(out, 'parts.csv')}")
 
 
 def timing_summary(batch_s: list[float], load_s: list[float], map_s: list[float], n_images: int,
@@ -134,7 +159,8 @@ def main(argv):
   del argv
   f = flags.FLAGS
   try:
-    predict(f.model, f.images, f.out, f.maps, f.weights_path, f.batch_images, f.sigma, f.flow_rows)
+    predict(f.model, f.images, f.out, f.maps, f.weights_path, f.batch_images, f.sigma, f.flow_rows,
+            object_pattern=f.object_pattern)
   except (saved_model.ModelError, DataError) as e:
     raise SystemExit(f"error: {e}") from None
 

@@ -124,6 +124,7 @@ def describe(config, backbone: backbones.Backbone, threshold: dict, trained_on: 
                 "saturation": config.train.saturation},
       "score": {"kind": config.score.kind},
       "threshold": threshold,
+      "object_pattern": config.data.get("object_pattern", ""),  # launch.predict's parts.csv, where parts are named
       "trained_on": trained_on or {},
   }
 

@@ -18,6 +18,7 @@ from configs import folder as folder_config
 from launch import predict
 from maml_iqr import detector, feature_cache, metrics, run, saved_model
 from maml_iqr.data import readers
+from maml_iqr.data.images import DataError
 from maml_iqr.data.contamination import contaminate
 from tests.conftest import REPO
 
@@ -80,6 +81,28 @@ def test_scores_csv_has_decisions_at_the_saved_threshold(trained, tmp_path):
   np.testing.assert_array_equal(decisions, (scores > threshold["value"]).astype(int))
   assert 0 < decisions.sum() < len(decisions)  # the threshold separates something: the check above is not vacuous
   assert [round(float(np.float32(s)), 6) for s in scores] == results["test_scores"]  # 9 digits keep float32
+
+
+def test_parts_csv_scores_each_part_by_its_highest_image(trained, tmp_path):
+  """--object_pattern names the part in each file name: parts.csv ranks the parts by their highest image score and
+  calls a part defective when any image is above the saved threshold. A model trained without part names writes
+  no parts.csv by default, and a file the pattern finds nothing in stops before any scoring."""
+  workdir, _, paths, _, _ = trained
+  model = os.path.join(workdir, "model")
+  assert saved_model.read_spec(model)["object_pattern"] == ""
+  predict.predict(model, paths, str(tmp_path / "plain"), log=lambda _: None)
+  assert not (tmp_path / "plain" / "parts.csv").exists()
+  out = predict.predict(model, paths, str(tmp_path / "parts"), log=lambda _: None, object_pattern=r"^(\d)")
+  part = [os.path.basename(p)[0] for p in out["paths"]]  # the synthetic files are 00.png, 01.png, ...: parts 0, 1
+  threshold = saved_model.read_spec(model)["threshold"]["value"]
+  expected = sorted(((max(float(s) for q, s in zip(part, out["scores"]) if q == n), n) for n in set(part)), reverse=True)
+  with open(tmp_path / "parts" / "parts.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["object"], float(r["score"]), int(r["images"]), int(r["decision"])) for r in rows] == [
+      (n, float(f"{s:.9g}"), part.count(n), int(s > threshold)) for s, n in expected]
+  assert len(rows) > 1 and {r["decision"] for r in rows} == {"0", "1"}  # not vacuous: both decisions occur
+  with pytest.raises(DataError, match="--object_pattern='\\^\\(x\\)' finds no object"):
+    predict.predict(model, paths, str(tmp_path / "bad"), log=lambda _: None, object_pattern="^(x)")
 
 
 def test_folder_input_and_maps(trained, tmp_path, folders):

@@ -222,19 +222,19 @@ def read_elpv(size: int, cell_type: str = "all", one_third: str = "drop", two_th
   return Dataset("elpv", cell_type, subset(train_index), subset(test_index))
 
 
-def folder_objects(ids, pattern: str) -> dict[str, str]:
+def folder_objects(ids, pattern: str, source: str = "data.object_pattern") -> dict[str, str]:
   """Image id -> the object (part) it shows: the first group of the regular expression `pattern` searched in the
   file name, or its whole match where it has no group. For parts photographed more than once (several lights or
-  sides), e.g. `part0042_light3.png` with `^(part\\d+)_`."""
+  sides), e.g. `part0042_light3.png` with `^(part\\d+)_`. `source` names where the pattern came from, for errors."""
   try:
     rx = re.compile(pattern)
   except re.error as e:
-    raise DataError(f"data.object_pattern='{pattern}' is not a regular expression ({e})") from None
+    raise DataError(f"{source}='{pattern}' is not a regular expression ({e})") from None
   objects = {}
   for i in ids:
     m = rx.search(os.path.basename(i))
     if not m or not (m[1] if rx.groups else m[0]):
-      raise DataError(f"{i}: data.object_pattern='{pattern}' finds no object in this file name; every image needs "
+      raise DataError(f"{i}: {source}='{pattern}' finds no object in this file name; every image needs "
                       "one (e.g. '^(part\\d+)_' for part0042_light3.png), or leave the pattern empty")
     objects[i] = m[1] if rx.groups else m[0]
   return objects
