@@ -32,16 +32,6 @@ from maml_iqr import metrics
 from maml_iqr.data import readers
 from maml_iqr.data.images import list_images
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("root", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "magnetic_tile"),
-                    "Magnetic Tile root")
-flags.DEFINE_string("make", "", "write the folder here (and DIR.labels.json beside it)")
-flags.DEFINE_integer("good_tiles", 50, "good tiles drawn (each with all its captures)")
-flags.DEFINE_integer("seed", 0, "draws the tiles")
-flags.DEFINE_string("score", "", "comma-separated workdirs of clean-mode runs on the folder")
-flags.DEFINE_string("labels", "", "the labels file (default: the folder's, read from the first workdir's config)")
-flags.DEFINE_string("out", "", "write the scores as JSON here")
-
 
 def make(root: str, out: str, good_tiles: int, seed: int) -> dict[str, int]:
   """Writes the folder of symlinks; returns file name -> label (1: a capture of a defective tile)."""
@@ -124,5 +114,14 @@ def main(argv):
         json.dump({"labels": path, "runs": out}, f, indent=1)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags defined here: tests import make and score beside other modules' flags
+  FLAGS = flags.FLAGS
+  flags.DEFINE_string("root", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "magnetic_tile"),
+                      "Magnetic Tile root")
+  flags.DEFINE_string("make", "", "write the folder here (and DIR.labels.json beside it)")
+  flags.DEFINE_integer("good_tiles", 50, "good tiles drawn (each with all its captures)")
+  flags.DEFINE_integer("seed", 0, "draws the tiles")
+  flags.DEFINE_string("score", "", "comma-separated workdirs of clean-mode runs on the folder")
+  flags.DEFINE_string("labels", "", "the labels file (default: the folder's, read from the first workdir's config)")
+  flags.DEFINE_string("out", "", "write the scores as JSON here")
   app.run(main)
