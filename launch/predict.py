@@ -7,8 +7,8 @@ in its subfolders; hidden files and thumbnails skipped). Writes `O/scores.csv` (
 model's operating threshold: 1 = defective) and, with `--maps`, `O/maps/<index>_<name>.png`: each image at the
 backbone's input size with its anomaly map over it. Where the training folder named its parts
 (`data.object_pattern`, kept in detector.json) or `--object_pattern` names them, also `O/parts.csv`: each part
-scored by its highest image, defective when any of its images is. Prints images/s and latency, measured over the batches
-after the first (which compiles).
+scored by its highest image, defective when any of its images is. Prints images/s and latency, measured over the
+batches after the first (which compiles).
 """
 from __future__ import annotations
 
@@ -128,7 +128,8 @@ def write_parts(out: str, objects: list[str], scores: np.ndarray, threshold: flo
   text = io.StringIO()
   csv.writer(text).writerows(rows)
   write_atomic(os.path.join(out, "parts.csv"), text.getvalue())
-  log(f"{sum(t > threshold for t in top)} of {len(names)} parts above the threshold; in {os.path.join(out, 'parts.csv')}")
+  log(f"{sum(t > threshold for t in top)} of {len(names)} parts above the threshold; in "
+      f"{os.path.join(out, 'parts.csv')}")
 
 
 def timing_summary(batch_s: list[float], load_s: list[float], map_s: list[float], n_images: int,

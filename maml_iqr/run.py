@@ -118,8 +118,7 @@ def stop_rule(config, split) -> str:
 
 def write_parts(workdir: str, objects: np.ndarray, score: np.ndarray, removed: np.ndarray) -> None:
   """parts.csv: every object (part) ranked by its highest image score, with how many of its images there are and
-  how many were removed. The inspector decides per part; on parts photographed six times the highest capture
-  ranked the defective parts better than any one capture did (README, "A folder that names its parts")."""
+  how many were removed: the inspector decides per part, and a part is defective when any of its images is."""
   names = sorted(set(objects.tolist()))
   top = np.array([np.nanmax(np.where(objects == n, score, -np.inf)) for n in names])
   table = io.StringIO()
@@ -133,9 +132,9 @@ def write_parts(workdir: str, objects: np.ndarray, score: np.ndarray, removed: n
 
 def write_review(workdir: str, split, state, kept: np.ndarray, det, objects: list[str] | None = None) -> None:
   """suspicious.csv (every training image ranked by its cleaning score, and the object it shows where the
-  dataset knows them: `object_groups`; then parts.csv too) and, given the detector `det`, review.png (the removed and the borderline
-  images, largest score first, with its anomaly maps): what an inspector reads. The run draws the sheet in clean
-  mode only: maps cost about 8 scorings per image."""
+  dataset knows them: `object_groups`; then parts.csv too) and, given the detector `det`, review.png (the removed
+  and the borderline images, largest score first, with its anomaly maps): what an inspector reads. The run draws
+  the sheet in clean mode only: maps cost about 8 scorings per image."""
   r = refine.ranking(state.history, kept, state.kept)
   order = np.argsort(-np.nan_to_num(r["score"], nan=-np.inf), kind="stable")
   table = io.StringIO()
