@@ -78,14 +78,15 @@ def score(workdir: str, labels: dict[str, int]) -> dict:
   parts = sorted(set(part))
   part_y = np.array([y[part == p].max() for p in parts])
   part_s = np.array([s[part == p].max() for p in parts])
+  flagged = np.array([removed[part == p].any() for p in parts])
   return {"workdir": workdir, "method": config["method"], "object_pattern": config["data"].get("object_pattern", ""),
           "leave_one_out": config["refine"].get("leave_one_out", False),
           "cleaning_auroc": metrics.auroc(y, s), "recall_at_5pct_lost": metrics.recall_at_good_lost(y, s),
           "removed_defective": int((removed & (y == 1)).sum()), "defective": int(y.sum()),
           "removed_good": int((removed & (y == 0)).sum()), "good": int((y == 0).sum()),
           "part_auroc": metrics.auroc(part_y, part_s), "parts": len(parts), "defective_parts": int(part_y.sum()),
-          "defective_parts_with_a_capture_removed": int(sum(removed[(part == p)].any() for p, t in zip(parts, part_y) if t)),
-          "good_parts_with_a_capture_removed": int(sum(removed[(part == p)].any() for p, t in zip(parts, part_y) if not t))}
+          "defective_parts_with_a_capture_removed": int(sum(flagged[part_y == 1])),
+          "good_parts_with_a_capture_removed": int(sum(flagged[part_y == 0]))}
 
 
 def main(argv):

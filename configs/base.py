@@ -19,7 +19,7 @@ def base() -> ml_collections.ConfigDict:
   c.data.category = "all"        # mvtec category; elpv cell type (all | mono | poly)
   c.data.test_fraction = 0.5     # elpv / folder: share of the good images held out for testing
   c.data.split_seed = 0          # elpv / folder / magnetic_tile by_tile: fixed so every noise seed sees one clean split
-  c.data.object_pattern = ""     # folder: regex; its first group in a file name names the part shown (several photos each)
+  c.data.object_pattern = ""     # folder: regex whose first group in a file name names the part (several photos each)
   c.data.mtd_split = "differnet"  # magnetic_tile: differnet (the paper's) | by_tile (no tile photographed on both sides)
   c.data.elpv_one_third = "drop"   # what elpv's 1/3 defect probability becomes: drop | good | defective
   c.data.elpv_two_thirds = "drop"  # likewise for 2/3

@@ -95,7 +95,8 @@ def test_parts_csv_scores_each_part_by_its_highest_image(trained, tmp_path):
   out = predict.predict(model, paths, str(tmp_path / "parts"), log=lambda _: None, object_pattern=r"^(\d)")
   part = [os.path.basename(p)[0] for p in out["paths"]]  # the synthetic files are 00.png, 01.png, ...: parts 0, 1
   threshold = saved_model.read_spec(model)["threshold"]["value"]
-  expected = sorted(((max(float(s) for q, s in zip(part, out["scores"]) if q == n), n) for n in set(part)), reverse=True)
+  top = {n: max(float(s) for q, s in zip(part, out["scores"]) if q == n) for n in set(part)}
+  expected = sorted(((s, n) for n, s in top.items()), reverse=True)
   with open(tmp_path / "parts" / "parts.csv") as f:
     rows = list(csv.DictReader(f))
   assert [(r["object"], float(r["score"]), int(r["images"]), int(r["decision"])) for r in rows] == [

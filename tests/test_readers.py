@@ -88,7 +88,8 @@ def test_folder_objects_keep_each_part_on_one_side(tmp_path):
   part = lambda i: os.path.basename(i)[:6]
   ds = read(0, r"^(part\d+)_")
   assert ds.groups == {i: part(i) for i in ds.train.ids + ds.test.ids}
-  train_parts, test_good_parts = {part(i) for i in ds.train.ids}, {part(i) for i, y in zip(ds.test.ids, ds.test.labels) if y == 0}
+  train_parts = {part(i) for i in ds.train.ids}
+  test_good_parts = {part(i) for i, y in zip(ds.test.ids, ds.test.labels) if y == 0}
   assert len(train_parts) == 3 and len(test_good_parts) == 3 and not train_parts & test_good_parts
   assert len(ds.train) == 9 and ds.test.n_good == 9 and ds.test.n_defective == 3
   assert read(0, r"^(part\d+)_").train.ids == ds.train.ids
