@@ -28,7 +28,7 @@ import os
 import numpy as np
 from absl import app, flags
 
-from maml_iqr import metrics
+from maml_iqr import metrics, review
 from maml_iqr.data import readers
 from maml_iqr.data.images import list_images
 
@@ -75,9 +75,9 @@ def score(workdir: str, labels: dict[str, int]) -> dict:
     config = json.load(f)["config"]
   # The inspector's question is which parts are defective: a part scores its highest capture.
   part = np.array([r["id"].split("_")[0] for r in rows])
-  parts = sorted(set(part))
+  parts, part_s = zip(*sorted(review.part_scores(part, s)))
   part_y = np.array([y[part == p].max() for p in parts])
-  part_s = np.array([s[part == p].max() for p in parts])
+  part_s = np.array(part_s)
   flagged = np.array([removed[part == p].any() for p in parts])
   return {"workdir": workdir, "method": config["method"], "object_pattern": config["data"].get("object_pattern", ""),
           "leave_one_out": config["refine"].get("leave_one_out", False),

@@ -20,7 +20,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from maml_iqr import anomaly_maps, saved_model, xla_flags
+from maml_iqr import anomaly_maps, review, saved_model, xla_flags
 from maml_iqr.data import readers
 from maml_iqr.data.images import DataError, list_images, load_image
 from maml_iqr.io import write_atomic
@@ -119,16 +119,14 @@ def predict(model: str, inputs: list[str], out: str, with_maps: bool = False, we
 
 
 def write_parts(out: str, objects: list[str], scores: np.ndarray, threshold: float, log) -> None:
-  """O/parts.csv: each part by its highest image score, highest first; a part is defective when any image is."""
-  names = sorted(set(objects))
-  top = [max(float(s) for o, s in zip(objects, scores) if o == n) for n in names]
+  """O/parts.csv: each part by its highest image score (`review.part_scores`), with its decision at the threshold."""
+  parts = review.part_scores(objects, scores)
   rows = [["object", "score", "images", "decision"]]
-  for j in sorted(range(len(names)), key=lambda j: -top[j]):
-    rows.append([names[j], f"{top[j]:.9g}", objects.count(names[j]), int(top[j] > threshold)])
+  rows += [[name, f"{top:.9g}", objects.count(name), int(top > threshold)] for name, top in parts]
   text = io.StringIO()
   csv.writer(text).writerows(rows)
   write_atomic(os.path.join(out, "parts.csv"), text.getvalue())
-  log(f"{sum(t > threshold for t in top)} of {len(names)} parts above the threshold; in "
+  log(f"{sum(top > threshold for _, top in parts)} of {len(parts)} parts above the threshold; in "
       f"{os.path.join(out, 'parts.csv')}")
 
 

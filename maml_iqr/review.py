@@ -19,6 +19,14 @@ PER_PAGE = 24
 COLUMNS = 6
 
 
+def part_scores(objects, scores) -> list[tuple[str, float]]:
+  """(part, its highest image score) for every part named in `objects` (one per score), highest first (ties by
+  name): the inspector decides per part, and a part is defective when any of its images is."""
+  objects, scores = np.asarray(objects), np.asarray(scores, np.float64)
+  top = {name: float(np.nanmax(np.where(objects == name, scores, -np.inf))) for name in sorted(set(objects.tolist()))}
+  return sorted(top.items(), key=lambda item: -item[1])
+
+
 def page_order(scores, per_page: int = PER_PAGE) -> list[np.ndarray]:
   """Indices of the images by score, largest first (ties in input order), cut into pages of `per_page`."""
   if per_page < 1:

@@ -117,16 +117,14 @@ def stop_rule(config, split) -> str:
 
 
 def write_parts(workdir: str, objects: np.ndarray, score: np.ndarray, removed: np.ndarray) -> None:
-  """parts.csv: every object (part) ranked by its highest image score, with how many of its images there are and
-  how many were removed: the inspector decides per part, and a part is defective when any of its images is."""
-  names = sorted(set(objects.tolist()))
-  top = np.array([np.nanmax(np.where(objects == n, score, -np.inf)) for n in names])
+  """parts.csv: every object (part) ranked by its highest image score (`review.part_scores`), with how many of its
+  images there are and how many were removed."""
   table = io.StringIO()
   rows = csv.writer(table, lineterminator="\n")
   rows.writerow(["rank", "object", "score", "images", "removed"])
-  for k, j in enumerate(np.argsort(-top, kind="stable")):
-    mine = objects == names[j]
-    rows.writerow([k + 1, names[j], f"{top[j]:.6f}", int(mine.sum()), int((mine & removed).sum())])
+  for k, (name, top) in enumerate(review.part_scores(objects, score)):
+    mine = objects == name
+    rows.writerow([k + 1, name, f"{top:.6f}", int(mine.sum()), int((mine & removed).sum())])
   write_atomic(os.path.join(workdir, "parts.csv"), table.getvalue())
 
 

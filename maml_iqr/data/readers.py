@@ -233,10 +233,10 @@ def folder_objects(ids, pattern: str, source: str = "data.object_pattern") -> di
   objects = {}
   for i in ids:
     m = rx.search(os.path.basename(i))
-    if not m or not (m[1] if rx.groups else m[0]):
+    objects[i] = m and (m[1] if rx.groups else m[0])
+    if not objects[i]:
       raise DataError(f"{i}: {source}='{pattern}' finds no object in this file name; every image needs "
                       "one (e.g. '^(part\\d+)_' for part0042_light3.png), or leave the pattern empty")
-    objects[i] = m[1] if rx.groups else m[0]
   return objects
 
 
@@ -267,9 +267,10 @@ def read_folder(good_dir: str, defective_dir: str | None, size: int, test_fracti
   rng = np.random.default_rng(seed)
   objects = None
   if object_pattern:
-    objects = folder_objects([os.path.relpath(p, root) for p in good_paths + bad_paths], object_pattern)
-    good_objects = [objects[os.path.relpath(p, root)] for p in good_paths]
-    both = sorted(set(good_objects) & {objects[os.path.relpath(p, root)] for p in bad_paths})
+    ids = [os.path.relpath(p, root) for p in good_paths + bad_paths]
+    objects = folder_objects(ids, object_pattern)
+    good_objects = [objects[i] for i in ids[:len(good_paths)]]
+    both = sorted(set(good_objects) & {objects[i] for i in ids[len(good_paths):]})
     if both:
       raise DataError(f"data.object_pattern='{object_pattern}': {len(both)} objects have images in both the good and "
                       f"the defective folder (e.g. {both[0]!r}); put all of an object's images in one folder")
